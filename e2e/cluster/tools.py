@@ -1,0 +1,224 @@
+"""Build the control plane's binaries from the Go module proxy and cache them per version.
+
+Every tool is built from a small wrapper module that requires the upstream module, because several
+upstream modules (Kubernetes, etcd) carry ``replace`` lines that ``go install pkg@version`` refuses.
+Binaries land in ``<cache>/tools/<name>-<version>/bin`` outside the repository, so only the first run pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.35.4"
+ETCD_VERSION = "v3.6.8"
+PROMETHEUS_VERSION = "v0.309.1"  # Prometheus 3.9.1: its Go module is tagged v0.MAJOR*100+MINOR.PATCH
+HELM_VERSION = "v3.19.5"
+GATEWAY_API_VERSION = "v1.4.0"
+
+
+class ToolError(RuntimeError):
+    """A tool could not be built or found; the message says what to do about it."""
+
+
+def cache_root() -> Path:
+    """Where built tools live; outside the repo so a clean clone reuses them."""
+    configured = os.environ.get("MODELSHIP_CACHE_DIR")
+    base = Path(configured) if configured else Path.home() / ".cache" / "modelship"
+    return base / "tools"
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """One upstream Go module and the main packages to build from it."""
+
+    name: str
+    module: str
+    version: str
+    packages: dict[str, str]  # binary name -> main package path
+    ldflags: list[str] = field(default_factory=list)
+    build_tags: list[str] = field(default_factory=list)
+    staging_replaces: bool = False
+
+    @property
+    def directory(self) -> Path:
+        return cache_root() / f"{self.name}-{self.version}"
+
+    def binary(self, name: str) -> Path:
+        return self.directory / "bin" / name
+
+    def is_built(self) -> bool:
+        return all(self.binary(name).is_file() for name in self.packages)
+
+
+def _kubernetes_ldflags(version: str) -> list[str]:
+    match = re.match(r"v(\d+)\.(\d+)", version)
+    assert match, version
+    major, minor = match.groups()
+    flags = []
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {package}.gitVersion={version}",
+            f"-X {package}.gitMajor={major}",
+            f"-X {package}.gitMinor={minor}",
+            f"-X {package}.gitTreeState=clean",
+            f"-X {package}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return flags
+
+
+KUBERNETES = GoTool(
+    name="kubernetes",
+    module="k8s.io/kubernetes",
+    version=KUBERNETES_VERSION,
+    packages={
+        "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+        "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+        "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    },
+    ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
+    staging_replaces=True,
+)
+ETCD = GoTool(
+    name="etcd",
+    module="go.etcd.io/etcd/server/v3",
+    version=ETCD_VERSION,
+    packages={"etcd": "go.etcd.io/etcd/server/v3"},
+)
+PROMETHEUS = GoTool(
+    name="prometheus",
+    module="github.com/prometheus/prometheus",
+    version=PROMETHEUS_VERSION,
+    packages={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+    # Only the discovery mechanisms we use, as upstream's own plugins.yml allows.
+    build_tags=["remove_all_sd", "enable_kubernetes_sd"],
+)
+HELM = GoTool(
+    name="helm",
+    module="helm.sh/helm/v3",
+    version=HELM_VERSION,
+    packages={"helm": "helm.sh/helm/v3/cmd/helm"},
+    ldflags=[f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"],
+)
+ALL_TOOLS = (ETCD, KUBERNETES, PROMETHEUS, HELM)
+
+
+def _go() -> str:
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        raise ToolError(
+            "the Go toolchain is missing: install Go 1.25 or newer (https://go.dev/doc/install) "
+            "and put `go` on PATH, then run this again"
+        )
+    return go
+
+
+def _run(command: list[str], cwd: Path, log: Path, env: dict[str, str]) -> None:
+    with log.open("a") as sink:
+        sink.write(f"\n$ {' '.join(command)}\n")
+        sink.flush()
+        result = subprocess.run(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT, env=env, check=False)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+        raise ToolError(
+            f"`{' '.join(command)}` failed (exit {result.returncode}) in {cwd}.\n{tail}\n"
+            f"Full log: {log}. Check that the Go module proxy is reachable (GOPROXY={env.get('GOPROXY', '')}) "
+            f"and that there is free disk space; delete {cwd} to start the build over."
+        )
+
+
+def _staging_replaces(go: str, tool: GoTool, env: dict[str, str], workdir: Path) -> list[str]:
+    """Kubernetes' go.mod points its staging modules at ./staging; point them at the published tags."""
+    out = subprocess.run(
+        [go, "mod", "download", "-json", f"{tool.module}@{tool.version}"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise ToolError(f"cannot download {tool.module}@{tool.version}: {out.stderr.strip() or out.stdout.strip()}")
+    gomod = Path(json.loads(out.stdout)["GoMod"]).read_text()
+    staging_version = "v0." + tool.version.split(".", 1)[1]
+    names = re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", gomod, flags=re.MULTILINE)
+    return [f"\t{name} => {name} {staging_version}" for name in names]
+
+
+def build(tool: GoTool, *, force: bool = False, out: TextSink | None = None) -> GoTool:
+    """Build every binary of ``tool`` unless the cache already has them."""
+    if tool.is_built() and not force:
+        return tool
+    go = _go()
+    work = tool.directory / "src"
+    work.mkdir(parents=True, exist_ok=True)
+    (tool.directory / "bin").mkdir(exist_ok=True)
+    log = tool.directory / "build.log"
+    env = dict(os.environ)
+    env.setdefault("GOFLAGS", "")
+    env["GOFLAGS"] = (env["GOFLAGS"] + " -mod=mod").strip()
+    env["CGO_ENABLED"] = "0"
+    replaces = _staging_replaces(go, tool, env, work) if tool.staging_replaces else []
+    gomod = f"module modelship.local/tools/{tool.name}\n\ngo 1.25\n\nrequire {tool.module} {tool.version}\n"
+    if replaces:
+        gomod += "\nreplace (\n" + "\n".join(replaces) + "\n)\n"
+    (work / "go.mod").write_text(gomod)
+    (work / "tools.go").write_text(
+        f"// Package tools is a wrapper that pins {tool.module} {tool.version}.\npackage tools\n"
+    )
+    started = time.monotonic()
+    _emit(out, f"building {tool.name} {tool.version} (first run only; log: {log})")
+    _run([go, "get", *[f"{pkg}@{tool.version}" for pkg in tool.packages.values()]], work, log, env)
+    for binary, package in tool.packages.items():
+        command = [go, "build", "-trimpath", "-o", str(tool.directory / "bin" / binary)]
+        if tool.build_tags:
+            command += ["-tags", ",".join(tool.build_tags)]
+        command += ["-ldflags", " ".join(["-s", "-w", *tool.ldflags]), package]
+        _run(command, work, log, env)
+    _emit(out, f"built {tool.name} {tool.version} in {time.monotonic() - started:.0f}s")
+    return tool
+
+
+class TextSink:  # a protocol-like stand-in so callers can pass sys.stderr or a list-backed writer
+    def write(self, text: str) -> object: ...
+
+
+def _emit(out: TextSink | None, message: str) -> None:
+    sink = out if out is not None else sys.stderr
+    sink.write(f"[tools] {message}\n")
+
+
+def build_all(*, force: bool = False) -> None:
+    for tool in ALL_TOOLS:
+        build(tool, force=force)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build or locate the local control plane's binaries.")
+    parser.add_argument("--force", action="store_true", help="rebuild even if cached")
+    parser.add_argument("--print-paths", action="store_true", help="print the binaries' paths and exit")
+    args = parser.parse_args(argv)
+    if args.print_paths:
+        for tool in ALL_TOOLS:
+            for name in tool.packages:
+                state = "ok" if tool.binary(name).is_file() else "missing"
+                print(f"{name}\t{tool.binary(name)}\t{state}")
+        return 0
+    try:
+        build_all(force=args.force)
+    except ToolError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

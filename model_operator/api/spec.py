@@ -1,0 +1,367 @@
+"""The ModelDeployment spec: what to serve, how to run it, how traffic moves, how a rollout is judged.
+
+These models are the single source of truth: the CRD's schema (descriptions included) is generated from
+them, and every CEL rule carried here into the CRD has a twin validator so the models and the API server
+refuse the same specs with the same words.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .base import ApiModel, cel, cel_rules
+from .durations import DURATION_PATTERN
+
+URI_SCHEMES = ("pvc", "file", "hf")
+URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.+|hf://[^/@\s]+/[^/@\s]+(@[^@\s]+)?)$"
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+
+POSITIVE_DURATION = "duration(self) > duration('0s')"
+
+
+class ModelSource(ApiModel):
+    """Which model to serve and how to load it."""
+
+    uri: str = Field(
+        pattern=URI_PATTERN,
+        json_schema_extra=cel_rules(
+            cel(
+                "self.startsWith('pvc://') || self.startsWith('file://') || self.startsWith('hf://')",
+                "uri must use one of the schemes pvc://, file:// or hf://",
+            ),
+        ),
+    )
+    """Where the weights are: `pvc://CLAIM/PATH` (a PersistentVolumeClaim mounted read-only), `file:///PATH`
+    (inside the image) or `hf://ORG/NAME[@REVISION]` (downloaded at start-up). A path ending in `.gguf`
+    is loaded as a GGUF file; anything else as a Hugging Face model folder."""
+
+    task: Literal["text-generation", "embeddings"] = "text-generation"
+    """What the model does: `text-generation` serves completions and chat, `embeddings` serves embeddings."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weight precision. `auto` picks bfloat16 on a GPU that supports it and float32 on CPU. Logits are
+    always computed in float32."""
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str) -> str:
+        scheme = uri.split("://", 1)[0] if "://" in uri else ""
+        if scheme not in URI_SCHEMES:
+            raise ValueError("uri must use one of the schemes pvc://, file:// or hf://")
+        return uri
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
+
+class Batching(ApiModel):
+    """Dynamic batching: requests that arrive close together run through the model as one batch."""
+
+    max_batch_size: int = Field(default=16, ge=1, le=256)
+    """Most sequences decoded together in one forward pass."""
+
+    max_batch_wait_ms: int = Field(default=5, ge=0, le=1000)
+    """How long the first queued request may wait for others to join its batch, in milliseconds."""
+
+
+class Limits(ApiModel):
+    """What one request may ask for; anything beyond is refused with a clear error."""
+
+    max_input_tokens: int = Field(default=2048, ge=1, le=1_048_576)
+    """Most prompt tokens a request may carry."""
+
+    max_new_tokens: int = Field(default=512, ge=1, le=1_048_576)
+    """Cap on `max_tokens` a request may ask for."""
+
+    max_concurrent_requests: int = Field(default=64, ge=1, le=100_000)
+    """Requests a pod holds at once (running and queued); more get 429."""
+
+    request_timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    """A request still unfinished after this many seconds gets 504."""
+
+    truncation: Literal["error", "keep-last"] = "error"
+    """What to do with a prompt over `maxInputTokens`: `error` refuses it (400), `keep-last` drops the
+    oldest tokens."""
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of each model container, as in a Pod spec."""
+
+    limits: dict[str, int | str] = Field(default_factory=dict)
+    """Most of each resource a container may use, e.g. `{cpu: "2", memory: 8Gi}`."""
+
+    requests: dict[str, int | str] = Field(default_factory=dict)
+    """Resources the scheduler reserves for each container."""
+
+
+class Toleration(ApiModel):
+    """A Pod toleration, as in a Pod spec."""
+
+    key: str | None = None
+    """The taint key the toleration applies to; empty means all keys."""
+
+    operator: Literal["Exists", "Equal"] | None = None
+    """`Equal` (default) or `Exists`."""
+
+    value: str | None = None
+    """The taint value the toleration matches."""
+
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to match; empty means all effects."""
+
+    toleration_seconds: int | None = None
+    """For `NoExecute`: how long the pod stays bound after the taint appears."""
+
+
+class EnvVar(ApiModel):
+    """An environment variable for the model container, as in a Pod spec."""
+
+    name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    """The variable's name."""
+
+    value: str | None = None
+    """A literal value."""
+
+    value_from: dict[str, Any] | None = None
+    """A source for the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)."""
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the ModelDeployment's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """The Secret's name."""
+
+    key: str = Field(default="api-key", min_length=1)
+    """The key inside the Secret."""
+
+
+class Runtime(ApiModel):
+    """How the model's pods run."""
+
+    image: str | None = None
+    """The runtime image; the operator's default when unset."""
+
+    replicas: int = Field(default=1, ge=1, le=1000)
+    """Pods per revision. Changing it scales the stable revision in place; it does not start a rollout."""
+
+    gpus: int = Field(default=0, ge=0, le=16)
+    """GPUs per pod (`nvidia.com/gpu` limit and toleration); 0 runs on CPU."""
+
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    """CPU, memory and other resources of each model container."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pods must match."""
+
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    """Taints the pods tolerate."""
+
+    env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    """Extra environment variables for the model container."""
+
+    batching: Batching = Field(default_factory=Batching)
+    """Dynamic batching settings."""
+
+    limits: Limits = Field(default_factory=Limits)
+    """Per-request limits."""
+
+    api_key_secret: SecretKeyRef | None = None
+    """A Secret holding an API key; when set, the router and the runtime require
+    `Authorization: Bearer <key>` on inference requests."""
+
+
+class GatewayParentRef(ApiModel):
+    """A Gateway the HTTPRoute attaches to."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """The Gateway's name."""
+
+    namespace: str | None = None
+    """The Gateway's namespace; the ModelDeployment's when unset."""
+
+    section_name: str | None = None
+    """A listener of the Gateway."""
+
+
+class Gateway(ApiModel):
+    """Settings of the `gatewayAPI` traffic mode."""
+
+    parent_refs: list[GatewayParentRef] = Field(min_length=1, max_length=16)
+    """Gateways the HTTPRoute attaches to."""
+
+    hostnames: list[str] = Field(default_factory=list, max_length=16)
+    """Host names the HTTPRoute matches; all when empty."""
+
+
+class Traffic(ApiModel):
+    """How requests reach the revisions."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "self.mode != 'gatewayAPI' || has(self.gateway)",
+                "traffic.gateway is required when traffic.mode is gatewayAPI",
+            ),
+        )
+    )
+
+    mode: Literal["router", "gatewayAPI", "replicas"] = "router"
+    """`router` (a ModelShip router Deployment splits by weight and mirrors), `gatewayAPI` (an HTTPRoute
+    with weighted backends) or `replicas` (one Service over both revisions; the weight is approximated by
+    replica counts)."""
+
+    mirror_percent: float = Field(default=5, ge=0, le=100)
+    """Share of requests (router mode) also sent to the other track, off the user's path, to measure how
+    differently the canary answers."""
+
+    sticky_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$", max_length=128)
+    """A request header whose value keeps a client on one track for the whole rollout (router mode)."""
+
+    router_replicas: int = Field(default=1, ge=1, le=100)
+    """Router pods (router mode)."""
+
+    gateway: Gateway | None = None
+    """Gateway API settings; required in `gatewayAPI` mode."""
+
+    @model_validator(mode="after")
+    def _gateway_for_gateway_mode(self) -> Traffic:
+        if self.mode == "gatewayAPI" and self.gateway is None:
+            raise ValueError("traffic.gateway is required when traffic.mode is gatewayAPI")
+        return self
+
+
+class Step(ApiModel):
+    """One canary step: send `weight` percent to the canary, judge it for at least `pause`."""
+
+    weight: int = Field(gt=0, lt=100)
+    """Percent of traffic the canary receives during the step, strictly between 0 and 100."""
+
+    pause: Duration = Field(
+        default="30s",
+        json_schema_extra=cel_rules(
+            cel("duration(self) >= duration('0s')", "pause must not be negative"),
+        ),
+    )
+    """How long the step lasts at least, e.g. `30s`; the step passes only when the analysis also has
+    `minRequests` on both tracks."""
+
+
+class Thresholds(ApiModel):
+    """Limits a canary must keep. Relative ones compare canary with stable over the same window; absolute
+    ones cap the canary whatever stable does."""
+
+    p99_latency_seconds: float = Field(default=0.5, gt=0)
+    """Absolute cap on the canary's P99 request latency, in seconds."""
+
+    error_rate: float = Field(default=0.01, gt=0, le=1)
+    """Absolute cap on the canary's share of 5xx responses."""
+
+    drift: float = Field(default=0.15, gt=0, le=1)
+    """Cap on the mean Jensen-Shannon divergence (base 2, 0..1) between canary and stable next-token
+    distributions on mirrored prompts."""
+
+    max_latency_ratio: float = Field(default=1.25, gt=1)
+    """Canary P99 may be at most this multiple of stable's P99 (beyond the noise floor)."""
+
+    max_error_rate_increase: float = Field(default=0.005, gt=0, le=1)
+    """Canary error rate may exceed stable's by at most this much before the one-sided test counts it."""
+
+    latency_noise_floor_seconds: float = Field(default=0.01, gt=0)
+    """P99 differences smaller than this are noise and never fail a step."""
+
+
+class Analysis(ApiModel):
+    """How a canary is judged from Prometheus."""
+
+    interval: Duration = Field(
+        default="10s",
+        json_schema_extra=cel_rules(
+            cel(POSITIVE_DURATION, "interval must be positive"),
+        ),
+    )
+    """How often the analysis queries Prometheus."""
+
+    min_requests: int = Field(default=200, ge=1)
+    """Requests each track must have served during a step before the step may pass."""
+
+    confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    """Confidence of the one-sided test that fails a canary early on its error counts."""
+
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    """The limits the canary must keep."""
+
+    on_no_data: Literal["pause", "rollback"] = "pause"
+    """What to do once Prometheus has been unreachable or empty for `noDataTimeout`."""
+
+    no_data_timeout: Duration = Field(
+        default="10m",
+        json_schema_extra=cel_rules(
+            cel(POSITIVE_DURATION, "noDataTimeout must be positive"),
+        ),
+    )
+    """How long the rollout holds its weight while blind before `onNoData` applies."""
+
+    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
+    """The Prometheus to query; the operator's default when unset."""
+
+
+DEFAULT_STEPS = (Step(weight=10, pause="30s"), Step(weight=50, pause="60s"))
+
+
+class Rollout(ApiModel):
+    """How a new revision replaces the stable one."""
+
+    steps: list[Step] = Field(
+        default_factory=lambda: list(DEFAULT_STEPS),
+        min_length=1,
+        max_length=20,
+        json_schema_extra=cel_rules(
+            cel(
+                "self.all(a, self.exists_one(b, b.weight == a.weight)) && self.map(s, s.weight).isSorted()",
+                "steps' weights must be strictly rising",
+            ),
+        ),
+    )
+    """Canary steps; after the last one passes the canary is promoted (weight 100)."""
+
+    analysis: Analysis = Field(default_factory=Analysis)
+    """How each step is judged."""
+
+    progress_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
+    """A canary not Ready this many seconds after it was created is rolled back, with or without
+    Prometheus."""
+
+    abort_scale_down_delay_seconds: int = Field(default=300, ge=0, le=86_400)
+    """How long a rolled-back canary stays (at weight 0) for inspection before it is scaled down."""
+
+    @field_validator("steps")
+    @classmethod
+    def _strictly_rising(cls, steps: list[Step]) -> list[Step]:
+        weights = [step.weight for step in steps]
+        if any(later <= earlier for earlier, later in pairwise(weights)):
+            raise ValueError(f"steps' weights must be strictly rising, got {weights}")
+        return steps
+
+
+class ModelDeploymentSpec(ApiModel):
+    """The desired state of a ModelDeployment."""
+
+    model: ModelSource
+    """The model to serve."""
+
+    runtime: Runtime = Field(default_factory=Runtime)
+    """How the model's pods run; any change here (except `replicas`) makes a new revision."""
+
+    traffic: Traffic = Field(default_factory=Traffic)
+    """How requests reach the revisions."""
+
+    rollout: Rollout = Field(default_factory=Rollout)
+    """How new revisions are canaried and judged."""
+
+    paused: bool = False
+    """Hold any rollout where it is (weights stay); the same as the `pause` action."""

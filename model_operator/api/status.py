@@ -1,0 +1,187 @@
+"""The ModelDeployment status: what the operator observed and decided, for humans and GitOps tools.
+
+Conditions follow kstatus (Ready, Reconciling, Stalled) so Flux and Argo CD read health without help.
+Status models ignore fields they do not know, so an operator upgrade or downgrade never fails to read them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from .base import ApiModel
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    HEALTHY = "Healthy"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+
+
+class Verdict(StrEnum):
+    PASS = "Pass"
+    FAIL = "Fail"
+    INCONCLUSIVE = "Inconclusive"
+    NO_DATA = "NoData"
+    ERROR = "Error"
+
+
+class HistoryResult(StrEnum):
+    DEPLOYED = "Deployed"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    ABORTED = "Aborted"
+    SUPERSEDED = "Superseded"
+
+
+class StatusModel(ApiModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class MetricResult(StatusModel):
+    """One SLI of the last analysis."""
+
+    name: str
+    """The SLI: `requests`, `errorRate`, `p99LatencySeconds` or `drift`."""
+
+    canary: float | None = None
+    """The canary's value over the window."""
+
+    stable: float | None = None
+    """Stable's value over the same window."""
+
+    canary_samples: int = 0
+    """Requests (or mirrored comparisons, for drift) behind the canary's value."""
+
+    stable_samples: int = 0
+    """Requests behind stable's value."""
+
+    verdict: Verdict
+    """Pass, Fail, Inconclusive (not enough evidence yet), NoData or Error."""
+
+    reason: str = ""
+    """Why, in words."""
+
+
+class AnalysisRecord(StatusModel):
+    """The last analysis of the canary."""
+
+    time: datetime
+    """When it ran."""
+
+    step: int
+    """The step it judged (0-based)."""
+
+    verdict: Verdict
+    """The overall verdict."""
+
+    message: str = ""
+    """A one-line summary."""
+
+    metrics: list[MetricResult] = Field(default_factory=list)
+    """Per-SLI results."""
+
+
+class HistoryEntry(StatusModel):
+    """How one revision's rollout ended."""
+
+    revision: str
+    """The revision hash."""
+
+    result: HistoryResult
+    """Deployed (first), Promoted, RolledBack, Aborted (by a user) or Superseded (by a newer spec)."""
+
+    started_at: datetime | None = None
+    """When its rollout started."""
+
+    finished_at: datetime
+    """When it ended."""
+
+    reason: str = ""
+    """Why it ended so."""
+
+
+class Condition(StatusModel):
+    """A kstatus-style condition."""
+
+    type: str
+    """Ready, Reconciling, Stalled, UpToDate, Progressing, AnalysisPassing, RolledBack or InvalidSpec."""
+
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+
+    reason: str
+    """A CamelCase reason from a fixed set."""
+
+    message: str = ""
+    """Details for humans."""
+
+    last_transition_time: datetime
+    """When the status last changed."""
+
+    observed_generation: int | None = None
+    """The spec generation the condition was computed from."""
+
+
+class ModelDeploymentStatus(StatusModel):
+    """What the operator last observed and decided."""
+
+    observed_generation: int | None = None
+    """The spec generation this status describes."""
+
+    phase: Phase = Phase.PENDING
+    """Pending, Progressing, Paused, Healthy, Degraded (a canary was rolled back) or Failed."""
+
+    message: str = ""
+    """What is happening now, in words."""
+
+    desired_revision: str | None = None
+    """The revision of the current spec."""
+
+    stable_revision: str | None = None
+    """The revision serving most traffic."""
+
+    canary_revision: str | None = None
+    """The revision being canaried, if any."""
+
+    aborted_revision: str | None = None
+    """The last revision rolled back; not retried until the spec changes or a user asks."""
+
+    canary_weight: int = 0
+    """Percent of traffic the canary receives."""
+
+    current_step: int | None = None
+    """The canary step in progress (0-based)."""
+
+    step_started_at: datetime | None = None
+    """When the current step started."""
+
+    rollout_started_at: datetime | None = None
+    """When the canary of the current rollout was created; the progress deadline counts from here."""
+
+    blind_since: datetime | None = None
+    """Since when the analysis has had no data or only query errors."""
+
+    aborted_at: datetime | None = None
+    """When the last rollback happened; the rolled-back canary is scaled down a delay after it."""
+
+    stable_ready_replicas: int = 0
+    """Ready pods of the stable revision."""
+
+    canary_ready_replicas: int = 0
+    """Ready pods of the canary revision."""
+
+    last_analysis: AnalysisRecord | None = None
+    """The last analysis of the canary."""
+
+    history: list[HistoryEntry] = Field(default_factory=list)
+    """The last revisions and how each ended, newest last."""
+
+    conditions: list[Condition] = Field(default_factory=list)
+    """kstatus conditions."""

@@ -1,0 +1,31 @@
+"""A revision is a short hash of everything that changes the pods: the model and the runtime.
+
+Traffic and rollout settings are left out, so tuning a rollout never starts one. `runtime.replicas` is left
+out too: scaling is not a new version, as with a Deployment's pod-template hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from .api import ModelDeploymentSpec
+
+REVISION_LENGTH = 8
+_NOT_HASHED_RUNTIME_FIELDS = frozenset({"replicas"})
+
+
+def revision_inputs(spec: ModelDeploymentSpec, default_image: str) -> dict[str, Any]:
+    """What a revision hash covers, defaults filled in, so spelling a default out changes nothing."""
+    runtime = spec.runtime.model_dump(by_alias=False, mode="json", exclude=set(_NOT_HASHED_RUNTIME_FIELDS))
+    runtime["image"] = spec.runtime.image or default_image
+    return {"model": spec.model.model_dump(by_alias=False, mode="json"), "runtime": runtime}
+
+
+def revision_of(spec: ModelDeploymentSpec, default_image: str) -> str:
+    """The revision hash: stable across runs, processes and machines (canonical JSON, sha256)."""
+    canonical = json.dumps(
+        revision_inputs(spec, default_image), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:REVISION_LENGTH]

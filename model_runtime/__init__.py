@@ -1,0 +1,1 @@
+"""ModelShip's bundled inference runtime and traffic router."""
