@@ -111,8 +111,11 @@ HELM = GoTool(
 ALL_TOOLS = (ETCD, KUBERNETES, PROMETHEUS, HELM)
 
 
+GO_FALLBACKS = ("/usr/local/go/bin/go",)  # where the official tarball installs Go, often not on PATH
+
+
 def _go() -> str:
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    go = shutil.which("go") or next((path for path in GO_FALLBACKS if Path(path).exists()), None)
     if go is None:
         raise ToolError(
             "the Go toolchain is missing: install Go 1.25 or newer (https://go.dev/doc/install) "

@@ -204,7 +204,7 @@ class Traffic(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             cel(
-                "self.mode != 'gatewayAPI' || has(self.gateway)",
+                "!has(self.mode) || self.mode != 'gatewayAPI' || has(self.gateway)",
                 "traffic.gateway is required when traffic.mode is gatewayAPI",
             ),
         )

@@ -1,0 +1,56 @@
+"""Run inside a pod's private mount namespace (started by `unshare --mount`): mount the pod's volumes at
+their container paths, make the root filesystem read-only if the pod asks, then exec the container's
+command. Mounts made here are invisible to the host and vanish with the process.
+
+    unshare --mount --propagation private -- python -m e2e.cluster.podexec PLAN.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _mount(*args: str) -> None:
+    result = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"podexec: mount {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+def apply(plan: dict[str, object]) -> None:
+    mounts = plan.get("mounts", [])
+    assert isinstance(mounts, list)
+    for mount in mounts:
+        source, target = mount["source"], mount["target"]
+        # Mount points must exist; like a container runtime we create them (empty) if the image lacks them.
+        if Path(source).is_dir():
+            Path(target).mkdir(parents=True, exist_ok=True)
+        else:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(target).touch(exist_ok=True)
+        _mount("--bind", source, target)
+        if mount.get("readOnly"):
+            _mount("-o", "remount,bind,ro", target)
+    if plan.get("readOnlyRootFilesystem"):
+        _mount("-o", "remount,bind,ro", "/")
+
+
+def main() -> None:
+    plan = json.loads(Path(sys.argv[1]).read_text())
+    apply(plan)
+    argv = plan["argv"]
+    env = plan["env"]
+    os.chdir(plan.get("workingDir") or "/")
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as error:
+        # Shown in the container's log and as its exit code, as a runtime's "executable not found" would be.
+        print(f"podexec: cannot run {argv[0]!r}: {error}", file=sys.stderr)
+        raise SystemExit(127) from None
+
+
+if __name__ == "__main__":
+    main()

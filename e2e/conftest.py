@@ -1,0 +1,138 @@
+"""Fixtures for the end-to-end tests: one real control plane per session, a namespace per test.
+
+Set MODELSHIP_E2E_CLUSTER=NAME to run against a cluster already brought up with
+`python -m e2e.cluster up --name NAME` (it is left running afterwards).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from e2e.cluster import tools
+from e2e.cluster.controlplane import ClusterInfo, ControlPlane, state_root
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Kubectl:
+    """kubectl of the server's version, pointed at the test cluster."""
+
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.binary = str(tools.KUBERNETES.binary("kubectl"))
+
+    def __call__(
+        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.binary, f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def apply(
+        self, manifest: str, namespace: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        extra = ["-n", namespace] if namespace else []
+        return self("apply", "--server-side", "--field-manager=e2e", *extra, "-f", "-", stdin=manifest, check=check)
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    reuse = os.environ.get("MODELSHIP_E2E_CLUSTER")
+    if reuse:
+        plane = ControlPlane(reuse)
+        plane.check()
+        yield plane
+        return
+    plane = ControlPlane(f"e2e-{os.getpid()}", scrape_interval="1s", backoff_seconds=2.0)
+    plane.up()
+    try:
+        yield plane
+    finally:
+        plane.down()
+
+
+@pytest.fixture(scope="session")
+def cluster(control_plane: ControlPlane) -> ClusterInfo:
+    return ClusterInfo.load(control_plane.root)
+
+
+@pytest.fixture(autouse=True)
+def _components_alive(request: pytest.FixtureRequest) -> None:
+    """Before each e2e test, fail at once (naming it) if a control plane component has died."""
+    if "control_plane" in request.fixturenames:
+        request.getfixturevalue("control_plane").check()
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: ClusterInfo) -> Kubectl:
+    return Kubectl(cluster.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def api(cluster: ClusterInfo) -> client.ApiClient:
+    api_client: client.ApiClient = config.new_client_from_config(config_file=cluster.kubeconfig)
+    return api_client
+
+
+@pytest.fixture(scope="session")
+def core(api: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modelship.io", "--timeout=30s")
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterator[str]:
+    base = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:5]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_until(lambda: _has_default_account(core, name), "default ServiceAccount", 30)
+    yield name
+    core.delete_namespace(name)
+
+
+def _has_default_account(core: client.CoreV1Api, namespace: str) -> bool:
+    return any(a.metadata.name == "default" for a in core.list_namespaced_service_account(namespace).items)
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float, interval: float = 0.25) -> Any:
+    """Poll until `condition()` is truthy and return its value; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+        except Exception as error:  # the object may not exist yet
+            last = error
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Path:
+    return state_root()

@@ -1,0 +1,377 @@
+"""The harness is real: Deployments become processes, garbage collection ends them, Prometheus finds pods,
+the API server enforces the CRD's CEL rules, crash loops show, and volumes look as they would in a pod."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from e2e.cluster.controlplane import ClusterInfo, ControlPlane
+from e2e.cluster.processes import ComponentDied, pid_alive
+from e2e.conftest import Kubectl, wait_until
+
+HTTP_SERVER = ["python3", "-m", "http.server", "8000", "--bind", "$(POD_IP)"]
+POD_IP_ENV = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+
+
+def deployment(name: str, replicas: int, command: list[str], **pod_spec: object) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": "python:3.11",
+                                "command": command,
+                                "env": POD_IP_ENV,
+                                "ports": [{"containerPort": 8000}],
+                                "readinessProbe": {"httpGet": {"path": "/", "port": 8000}, "periodSeconds": 1},
+                            }
+                        ],
+                        **pod_spec,
+                    },
+                },
+            },
+        }
+    )
+
+
+def pod_pids(core: client.CoreV1Api, namespace: str, selector: str) -> dict[str, int]:
+    pids: dict[str, int] = {}
+    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
+        for status in pod.status.container_statuses or []:
+            if status.container_id:
+                pids[str(pod.status.pod_ip)] = int(status.container_id.removeprefix("local://"))
+    return pids
+
+
+def http_get(url: str, timeout: float = 2) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.read().decode()
+
+
+def test_deployment_becomes_processes_and_gc_ends_them(
+    kubectl: Kubectl, core: client.CoreV1Api, namespace: str, cluster: ClusterInfo
+) -> None:
+    kubectl.apply(deployment("web", 3, HTTP_SERVER), namespace)
+    kubectl("rollout", "status", "deployment/web", "-n", namespace, "--timeout=60s")
+    pids = wait_until(lambda: (p := pod_pids(core, namespace, "app=web")) and len(p) == 3 and p, "3 running pods", 30)
+    assert all(ip.startswith(cluster.pod_subnet + ".") for ip in pids), pids
+    for ip, pid in pids.items():
+        assert pid_alive(pid)
+        assert http_get(f"http://{ip}:8000/")[0] == 200
+    # The ReplicaSet exists and owns the pods: garbage collection, not the test, removes them.
+    assert kubectl("get", "replicasets", "-n", namespace, "-o", "name").stdout.strip()
+    kubectl("delete", "deployment", "web", "-n", namespace, "--wait=false")
+    wait_until(
+        lambda: not core.list_namespaced_pod(namespace, label_selector="app=web").items, "pods garbage-collected", 60
+    )
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids.values()), "processes ended", 30)
+    assert not kubectl("get", "replicasets", "-n", namespace, "-o", "name").stdout.strip()
+
+
+def test_kubectl_logs_reads_the_container_output(kubectl: Kubectl, namespace: str) -> None:
+    kubectl.apply(deployment("logs", 1, HTTP_SERVER), namespace)
+    kubectl("rollout", "status", "deployment/logs", "-n", namespace, "--timeout=60s")
+    logs = wait_until(lambda: kubectl("logs", "deployment/logs", "-n", namespace).stdout, "a log line", 20)
+    assert "GET / HTTP/1.1" in logs  # the readiness probe's requests, as http.server logs them
+
+
+def test_prometheus_discovers_an_annotated_pod(kubectl: Kubectl, namespace: str, cluster: ClusterInfo) -> None:
+    script = (
+        "mkdir -p /scratch/m && printf 'harness_probe_value{kind=\"e2e\"} 42\\n' > /scratch/m/metrics "
+        "&& cd /scratch/m && exec python3 -m http.server 8000 --bind $POD_IP"
+    )
+    manifest = yaml.safe_load(
+        deployment("metrics", 1, ["sh", "-c", script], volumes=[{"name": "scratch", "emptyDir": {}}])
+    )
+    template = manifest["spec"]["template"]
+    template["metadata"]["annotations"] = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8000",
+        "prometheus.io/path": "/metrics",
+    }
+    template["spec"]["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
+    kubectl.apply(yaml.safe_dump(manifest), namespace)
+    kubectl("rollout", "status", "deployment/metrics", "-n", namespace, "--timeout=60s")
+    query = urllib.parse.quote(f'harness_probe_value{{kubernetes_namespace="{namespace}"}}')
+
+    def scraped() -> float | None:
+        body = json.loads(http_get(f"{cluster.prometheus}/api/v1/query?query={query}")[1])
+        results = body["data"]["result"]
+        return float(results[0]["value"][1]) if results else None
+
+    assert wait_until(scraped, "Prometheus to scrape the pod", 45) == 42.0
+
+
+BAD_MODEL_DEPLOYMENT = """
+apiVersion: modelship.io/v1alpha1
+kind: ModelDeployment
+metadata: {name: falling-steps}
+spec:
+  model: {uri: "pvc://models/tiny"}
+  rollout:
+    steps: [{weight: 50}, {weight: 10}]
+"""
+
+
+@pytest.mark.usefixtures("crds")
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("", "steps' weights must be strictly rising"),
+        ("  traffic: {mode: gatewayAPI}\n", "traffic.gateway is required when traffic.mode is gatewayAPI"),
+    ],
+)
+def test_api_server_enforces_cel_rules(kubectl: Kubectl, namespace: str, change: str, message: str) -> None:
+    manifest = BAD_MODEL_DEPLOYMENT + change
+    if change:
+        manifest = manifest.replace("    steps: [{weight: 50}, {weight: 10}]", "    steps: [{weight: 10}]")
+    result = kubectl.apply(manifest, namespace, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not kubectl("get", "mdep", "-n", namespace, "-o", "name").stdout.strip()
+
+
+@pytest.mark.usefixtures("crds")
+def test_api_server_enforces_openapi_bounds(kubectl: Kubectl, namespace: str) -> None:
+    manifest = (
+        BAD_MODEL_DEPLOYMENT.replace("[{weight: 50}, {weight: 10}]", "[{weight: 10}]") + "  runtime: {replicas: 0}\n"
+    )
+    result = kubectl.apply(manifest, namespace, check=False)
+    assert result.returncode != 0
+    assert "spec.runtime.replicas" in result.stderr
+
+
+def test_crash_loop_shows_restarts(kubectl: Kubectl, core: client.CoreV1Api, namespace: str) -> None:
+    kubectl.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "crasher"},
+                "spec": {
+                    "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo dying; exit 3"]}]
+                },
+            }
+        ),
+        namespace,
+    )
+
+    def looping() -> client.V1ContainerStatus | None:
+        status = core.read_namespaced_pod("crasher", namespace).status.container_statuses[0]
+        return status if status.restart_count >= 2 and status.state.waiting else None
+
+    status = wait_until(looping, "two restarts and a back-off", 60)
+    assert status.state.waiting.reason == "CrashLoopBackOff"
+    assert status.last_state.terminated.exit_code == 3
+    assert "dying" in kubectl("logs", "crasher", "-n", namespace).stdout
+
+
+def test_volumes_and_service_account_as_a_container_sees_them(
+    kubectl: Kubectl, core: client.CoreV1Api, namespace: str, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    (models / "tiny").mkdir(parents=True)
+    (models / "tiny" / "config.json").write_text('{"model_type": "gpt2"}')
+    os.chmod(tmp_path, 0o755)
+    probe = textwrap.dedent("""
+        import json, os, ssl, urllib.request, urllib.error
+        sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+        out = {"config": open("/etc/app/greeting").read(), "secret": open("/etc/secret/password").read(),
+               "model": open("/models/tiny/config.json").read(), "namespace": open(sa + "/namespace").read()}
+        open("/scratch/written", "w").write("ok")
+        try:
+            open("/usr/modelship-should-not-write", "w")
+            out["rootfs"] = "writable"
+        except OSError as error:
+            out["rootfs"] = "read-only" if error.errno == 30 else str(error)
+        ctx = ssl.create_default_context(cafile=sa + "/ca.crt")
+        url = "https://%s:%s/api/v1/namespaces/%s/pods" % (os.environ["KUBERNETES_SERVICE_HOST"],
+              os.environ["KUBERNETES_SERVICE_PORT"], out["namespace"])
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer " + open(sa + "/token").read()})
+        try:
+            urllib.request.urlopen(request, context=ctx)
+            out["api"] = 200
+        except urllib.error.HTTPError as error:
+            out["api"] = error.code
+        print("RESULT " + json.dumps(out), flush=True)
+    """)
+    kubectl.apply(
+        yaml.safe_dump_all(
+            [
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"}, "data": {"greeting": "hello"}},
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "creds"},
+                    "stringData": {"password": "s3cret"},
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": f"models-{namespace}"},
+                    "spec": {
+                        "capacity": {"storage": "1Gi"},
+                        "accessModes": ["ReadOnlyMany"],
+                        "storageClassName": "",
+                        "hostPath": {"path": str(models)},
+                        "claimRef": {"namespace": namespace, "name": "models"},
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "models"},
+                    "spec": {
+                        "accessModes": ["ReadOnlyMany"],
+                        "storageClassName": "",
+                        "resources": {"requests": {"storage": "1Gi"}},
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": "reader"},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": "python:3.11",
+                                "command": ["python3", "-c", probe],
+                                "securityContext": {"readOnlyRootFilesystem": True},
+                                "volumeMounts": [
+                                    {"name": "config", "mountPath": "/etc/app"},
+                                    {"name": "secret", "mountPath": "/etc/secret"},
+                                    {"name": "models", "mountPath": "/models", "readOnly": True},
+                                    {"name": "scratch", "mountPath": "/scratch"},
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "config", "configMap": {"name": "app"}},
+                            {"name": "secret", "secret": {"secretName": "creds"}},
+                            {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}},
+                            {"name": "scratch", "emptyDir": {}},
+                        ],
+                    },
+                },
+            ]
+        ),
+        namespace,
+    )
+    try:
+        wait_until(
+            lambda: core.read_namespaced_pod("reader", namespace).status.phase == "Succeeded",
+            "the reader pod to finish",
+            60,
+        )
+        line = next(
+            x for x in kubectl("logs", "reader", "-n", namespace).stdout.splitlines() if x.startswith("RESULT ")
+        )
+        seen = json.loads(line.removeprefix("RESULT "))
+        assert seen["config"] == "hello"
+        assert seen["secret"] == "s3cret"
+        assert seen["model"] == '{"model_type": "gpt2"}'
+        assert seen["namespace"] == namespace
+        assert seen["rootfs"] == "read-only"
+        # Authenticated (a valid, pod-bound token) but not authorized (the default account has no role).
+        assert seen["api"] == 403
+        assert not Path("/usr/modelship-should-not-write").exists()
+    finally:
+        kubectl("delete", "pv", f"models-{namespace}", "--wait=false", check=False)
+
+
+def test_deletion_sends_sigterm_then_sigkill(kubectl: Kubectl, core: client.CoreV1Api, namespace: str) -> None:
+    polite = textwrap.dedent("""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *a: (print("got SIGTERM", flush=True), sys.exit(0)))
+        print("up", flush=True)
+        time.sleep(600)
+    """)
+    stubborn = (
+        "import signal,time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(600)"
+    )
+    for name, code in (("polite", polite), ("stubborn", stubborn)):
+        kubectl.apply(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 3,
+                        "containers": [{"name": "main", "image": "python:3.11", "command": ["python3", "-c", code]}],
+                    },
+                }
+            ),
+            namespace,
+        )
+
+    def running(name: str) -> client.V1ContainerStatus | None:
+        if kubectl("logs", name, "-n", namespace).stdout.strip() != "up":
+            return None
+        return core.read_namespaced_pod(name, namespace).status.container_statuses[0]
+
+    pids = {}
+    for name in ("polite", "stubborn"):
+        status = wait_until(functools.partial(running, name), f"{name} running", 30)
+        pids[name] = int(status.container_id.removeprefix("local://"))
+    started = time.monotonic()
+    kubectl("delete", "pod", "polite", "stubborn", "-n", namespace, "--wait=true", timeout=30)
+    took = time.monotonic() - started
+    assert not pid_alive(pids["polite"])
+    assert not pid_alive(pids["stubborn"])
+    assert took >= 2.5, f"the stubborn pod was killed before its 3s grace period ({took:.1f}s)"
+    assert took < 15
+
+
+def test_a_dead_component_is_reported_and_down_leaves_nothing(tmp_path: Path) -> None:
+    plane = ControlPlane(f"e2e-death-{os.getpid()}", backoff_seconds=2.0)
+    info = plane.up()
+    try:
+        kube = Kubectl(info.kubeconfig)
+        kube.apply(deployment("web", 1, HTTP_SERVER))
+        kube("rollout", "status", "deployment/web", "--timeout=60s")
+        prometheus_pid = int((plane.pids / "prometheus.pid").read_text())
+        os.kill(prometheus_pid, 9)
+        wait_until(lambda: not pid_alive(prometheus_pid), "prometheus to die", 10)
+        with pytest.raises(ComponentDied, match="prometheus is not running") as died:
+            plane.check()
+        assert "Last lines of" in str(died.value)
+    finally:
+        root = str(plane.root)
+        plane.down()
+    leftovers = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (
+                    root.encode() in (entry / "cmdline").read_bytes()
+                    or f"MODELSHIP_CLUSTER_ROOT={root}".encode() in (entry / "environ").read_bytes()
+                ):
+                    leftovers.append(entry.name)
+            except OSError:
+                continue
+    assert not leftovers, f"processes left behind by down: {leftovers}"
+    assert not Path(root).exists()

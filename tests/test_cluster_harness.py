@@ -1,0 +1,246 @@
+"""The pod runner's pure rules (env, `$(VAR)` expansion, mounts) and the tool builder's failure paths."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster import tools
+from e2e.cluster.podspec import (
+    PodNotReadyToStart,
+    Reader,
+    command_line,
+    container_env,
+    expand,
+    mount_plan,
+    prepare_volumes,
+)
+from e2e.cluster.processes import Background, ComponentDied
+
+POD: dict[str, Any] = {
+    "metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "x"}},
+    "spec": {"nodeName": "modelship-local", "serviceAccountName": "sa", "containers": []},
+    "status": {"podIP": "127.77.1.9"},
+}
+
+
+def reader(
+    secrets: dict[str, dict[str, str]] | None = None,
+    maps: dict[str, dict[str, str]] | None = None,
+    claims: dict[str, str] | None = None,
+) -> Reader:
+    return Reader(
+        secret=lambda ns, name: (secrets or {}).get(name),
+        config_map=lambda ns, name: (maps or {}).get(name),
+        claim_path=lambda ns, name: (claims or {}).get(name),
+        token=lambda pod, audience, seconds: f"token-for-{pod['metadata']['name']}-{audience}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("$(A)", {"A": "1"}, "1"),
+        ("x-$(A)-$(B)", {"A": "1", "B": "2"}, "x-1-2"),
+        ("$(MISSING)", {}, "$(MISSING)"),
+        ("$$(A)", {"A": "1"}, "$(A)"),
+        ("$A", {"A": "1"}, "$A"),
+        ("plain", {}, "plain"),
+    ],
+)
+def test_expand(text: str, env: dict[str, str], expected: str) -> None:
+    assert expand(text, env) == expected
+
+
+def test_env_sources_in_order() -> None:
+    container = {
+        "name": "c",
+        "resources": {"limits": {"memory": "1Gi"}},
+        "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
+        "env": [
+            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+            {"name": "URL", "value": "http://$(IP):8080"},
+            {"name": "BASE", "value": "overridden"},
+        ],
+    }
+    env = container_env(
+        POD,
+        container,
+        {"BASE": "node"},
+        reader(secrets={"s": {"k": base64.b64encode(b"pw").decode()}}, maps={"cm": {"X": "y"}}),
+    )
+    assert env == {
+        "BASE": "overridden",
+        "CM_X": "y",
+        "IP": "127.77.1.9",
+        "NS": "ns",
+        "APP": "x",
+        "PASS": "pw",
+        "MEM": "1Gi",
+        "URL": "http://127.77.1.9:8080",
+    }
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        {"secretKeyRef": {"name": "absent", "key": "k"}},
+        {"configMapKeyRef": {"name": "absent", "key": "k"}},
+    ],
+)
+def test_missing_reference_waits(ref: dict[str, Any]) -> None:
+    with pytest.raises(PodNotReadyToStart, match="absent"):
+        container_env(POD, {"name": "c", "env": [{"name": "V", "valueFrom": ref}]}, {}, reader())
+
+
+def test_optional_missing_reference_is_skipped() -> None:
+    ref = {"secretKeyRef": {"name": "absent", "key": "k", "optional": True}}
+    assert container_env(POD, {"name": "c", "env": [{"name": "V", "valueFrom": ref}]}, {}, reader()) == {}
+
+
+def test_command_line_uses_the_image_entrypoint_and_expands() -> None:
+    assert command_line({"name": "c", "args": ["--port", "$(P)"]}, {"P": "80"}, ["python", "-m", "x"]) == [
+        "python",
+        "-m",
+        "x",
+        "--port",
+        "80",
+    ]
+    with pytest.raises(ValueError, match="has no command"):
+        command_line({"name": "c", "image": "unknown:1"}, {}, None)
+
+
+def test_volumes_materialise(tmp_path: Path) -> None:
+    pod = {
+        **POD,
+        "spec": {
+            **POD["spec"],
+            "volumes": [
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "cfg", "configMap": {"name": "cm", "items": [{"key": "a", "path": "sub/a.txt"}]}},
+                {"name": "sec", "secret": {"secretName": "s"}},
+                {
+                    "name": "token",
+                    "projected": {
+                        "sources": [
+                            {"serviceAccountToken": {"path": "token", "audience": "api"}},
+                            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                            {
+                                "downwardAPI": {
+                                    "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+                                }
+                            },
+                        ]
+                    },
+                },
+                {"name": "models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}},
+            ],
+        },
+    }
+    volumes = prepare_volumes(
+        pod,
+        tmp_path,
+        reader(
+            secrets={"s": {"pw": base64.b64encode(b"hunter2").decode()}},
+            maps={"cm": {"a": "A", "b": "B"}, "kube-root-ca.crt": {"ca.crt": "CERT"}},
+            claims={"models": "/srv/models"},
+        ),
+    )
+    assert (tmp_path / "cfg" / "sub" / "a.txt").read_text() == "A"
+    assert not (tmp_path / "cfg" / "b").exists()
+    assert (tmp_path / "sec" / "pw").read_text() == "hunter2"
+    assert (tmp_path / "token" / "token").read_text() == "token-for-p-api"
+    assert (tmp_path / "token" / "ca.crt").read_text() == "CERT"
+    assert (tmp_path / "token" / "namespace").read_text() == "ns"
+    assert volumes["models"] == ("/srv/models", True)
+    assert volumes["scratch"][1] is False
+    plan = mount_plan(
+        {
+            "name": "c",
+            "volumeMounts": [
+                {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+                {"name": "scratch", "mountPath": "/tmp"},
+                {"name": "models", "mountPath": "/models"},
+            ],
+        },
+        volumes,
+    )
+    assert plan[0]["target"] in ("/tmp", "/models")
+    assert all(m["readOnly"] for m in plan if m["target"] != "/tmp")
+
+
+def test_unbound_claim_waits(tmp_path: Path) -> None:
+    pod = {**POD, "spec": {**POD["spec"], "volumes": [{"name": "m", "persistentVolumeClaim": {"claimName": "x"}}]}}
+    with pytest.raises(PodNotReadyToStart, match="not bound"):
+        prepare_volumes(pod, tmp_path, reader())
+
+
+def test_unknown_volume_type_is_named(tmp_path: Path) -> None:
+    pod = {**POD, "spec": {**POD["spec"], "volumes": [{"name": "n", "nfs": {"server": "x", "path": "/"}}]}}
+    with pytest.raises(ValueError, match="volume 'n'"):
+        prepare_volumes(pod, tmp_path, reader())
+
+
+def test_mount_of_unknown_volume_is_named() -> None:
+    with pytest.raises(ValueError, match="names no volume"):
+        mount_plan({"name": "c", "volumeMounts": [{"name": "ghost", "mountPath": "/x"}]}, {})
+
+
+def test_missing_go_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(tools, "GO_FALLBACKS", ())
+    with pytest.raises(tools.ToolError, match="install Go"):
+        tools._go()
+
+
+def test_failed_build_shows_the_log_and_what_to_do(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MODELSHIP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GOPROXY", "off")  # nothing can be downloaded: the build must fail, clearly
+    monkeypatch.setenv("GOFLAGS", "-mod=mod")
+    monkeypatch.setenv("GOMODCACHE", str(tmp_path / "modcache"))
+    broken = tools.GoTool(
+        name="nonexistent",
+        module="example.invalid/nothing",
+        version="v0.0.1",
+        packages={"nothing": "example.invalid/nothing/cmd"},
+    )
+    with pytest.raises(tools.ToolError) as failure:
+        tools.build(broken)
+    message = str(failure.value)
+    assert "failed" in message
+    assert "Full log:" in message
+    assert "delete" in message
+
+
+def test_dead_component_is_reported_with_its_log(tmp_path: Path) -> None:
+    component = Background(
+        "flaky",
+        ["sh", "-c", "echo starting; echo 'fatal: port taken' >&2; exit 1"],
+        tmp_path / "flaky.log",
+        tmp_path / "flaky.pid",
+    )
+    component.start()
+    component._process.wait(timeout=10)
+    with pytest.raises(ComponentDied, match="flaky is not running") as died:
+        component.check()
+    assert "fatal: port taken" in str(died.value)
+
+
+def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
+    component = Background(
+        "parent", ["sh", "-c", "sleep 300 & sleep 300 & wait"], tmp_path / "p.log", tmp_path / "p.pid"
+    )
+    component.start()
+    pid = component.pid
+    assert pid is not None
+    component.stop(grace=2)
+    survivors = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True, check=False).stdout
+    assert survivors.strip() == ""
