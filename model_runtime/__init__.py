@@ -1,1 +1,3 @@
 """ModelShip's bundled inference runtime and traffic router."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,449 @@
+"""The dataplane: validated requests in, OpenAI-shaped responses out. It knows the limits, admission,
+tokenization and the engine, and nothing about HTTP; the server maps its ApiErrors to status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .drift import DriftMonitor
+from .engine import EmbeddingWork, Engine, Finished, GenerationWork, TokenEvent
+from .errors import (
+    ApiError,
+    InjectedFault,
+    InvalidRequest,
+    ModelNotFound,
+    NotReady,
+    QueueFull,
+    SchemaError,
+    Timeout,
+)
+from .metrics import RuntimeMetrics
+from .model import LoadedModel
+from .sampling import SamplingParams
+from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, classify
+from .settings import RuntimeSettings
+
+RequestT = TypeVar("RequestT", bound=BaseModel)
+
+
+def parse(model: type[RequestT], document: Any) -> RequestT:
+    """Validate a parsed JSON document against a request schema; 422 for shape, 400 for values."""
+    if not isinstance(document, dict):
+        raise SchemaError("the request body must be a JSON object")
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        schema, message, param = classify(error)
+        raise (SchemaError if schema else InvalidRequest)(message, param=param) from None
+
+
+@dataclass
+class Generated:
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: list[TokenEvent]
+
+
+class Admission:
+    """Counts requests in flight and refuses what the pod cannot hold (429) or should not take (503)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.ready = False
+        self.draining = False
+        self._lock = threading.Lock()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        with self._lock:
+            if self.draining:
+                raise NotReady("the server is shutting down")
+            if not self.ready:
+                raise NotReady("the model is not loaded yet")
+            if self.in_flight >= self.limit:
+                raise QueueFull(f"{self.in_flight} requests in flight, the limit is {self.limit}; retry later")
+            self.in_flight += 1
+            self.idle.clear()
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+
+
+class DataPlane:
+    def __init__(self, settings: RuntimeSettings, metrics: RuntimeMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.admission = Admission(settings.max_concurrent_requests)
+        self.drift = DriftMonitor(settings.drift_window)
+        self.loaded: LoadedModel | None = None
+        self.engine: Engine | None = None
+        self._random = random.Random()
+        self.created = int(time.time())
+
+    def attach(self, loaded: LoadedModel, engine: Engine) -> None:
+        self.loaded, self.engine = loaded, engine
+
+    # ---- shared steps -------------------------------------------------------------------------------
+    def _check_model(self, name: str) -> None:
+        if name != self.settings.model_name:
+            raise ModelNotFound(
+                f"model {name!r} is not served here; this server serves {self.settings.model_name!r}", param="model"
+            )
+
+    def _check_task(self, task: str) -> None:
+        if self.settings.task != task:
+            raise InvalidRequest(f"this server runs a {self.settings.task} model; it does not serve this endpoint")
+
+    async def _faults(self) -> None:
+        """Injected latency and errors, only when MODELSHIP_FAULTS_ENABLED is set (rollout tests)."""
+        if not self.settings.faults_enabled:
+            return
+        if self.settings.fault_latency_seconds:
+            await asyncio.sleep(self.settings.fault_latency_seconds)
+        if self._random.random() < self.settings.fault_error_rate:
+            raise InjectedFault("injected fault (MODELSHIP_FAULT_ERROR_RATE)")
+
+    def _limit_prompt(self, ids: list[int], max_new: int) -> list[int]:
+        if not ids:
+            raise InvalidRequest("the prompt must not be empty", param="prompt")
+        limit = self.settings.max_input_tokens
+        assert self.loaded is not None
+        if self.loaded.max_positions is not None:
+            limit = min(limit, self.loaded.max_positions - max_new)
+        if len(ids) > limit:
+            if self.settings.truncation == "keep-last" and limit > 0:
+                return ids[-limit:]
+            raise InvalidRequest(
+                f"the prompt has {len(ids)} tokens; the limit is {limit} "
+                f"(maxInputTokens {self.settings.max_input_tokens}"
+                + (
+                    f", context {self.loaded.max_positions} minus max_tokens {max_new}"
+                    if self.loaded.max_positions is not None
+                    else ""
+                )
+                + ")",
+                param="prompt",
+                code="context_length_exceeded",
+            )
+        return ids
+
+    def _max_new(self, asked: int | None) -> int:
+        value = asked if asked is not None else min(16, self.settings.max_new_tokens)
+        if value > self.settings.max_new_tokens:
+            raise InvalidRequest(
+                f"max_tokens is {value}; the limit is {self.settings.max_new_tokens}", param="max_tokens"
+            )
+        return value
+
+    async def _generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[TokenEvent | Finished]:
+        assert self.engine is not None
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[TokenEvent | Finished | ApiError] = asyncio.Queue()
+        deadline = time.monotonic() + self.settings.request_timeout_seconds
+
+        def sink(event: TokenEvent | Finished | ApiError) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        work = GenerationWork(sink=sink, deadline=deadline, prompt_ids=prompt_ids, params=params)
+        self.drift.observe(prompt_ids)
+        self.engine.submit(work)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=max(remaining, 0) + 1.0)
+                except TimeoutError:
+                    raise Timeout(f"no answer within {self.settings.request_timeout_seconds:g}s") from None
+                if isinstance(event, ApiError):
+                    raise event
+                if isinstance(event, Finished):
+                    # Before the yield: a consumer that has what it needs closes the generator there.
+                    self.metrics.tokens(event.prompt_tokens, event.completion_tokens)
+                    yield event
+                    return
+                yield event
+        finally:
+            work.cancelled.set()  # a client that went away, or a timeout: the engine drops the sequence
+
+    async def _collect(self, prompt_ids: list[int], params: SamplingParams) -> Generated:
+        pieces: list[str] = []
+        tokens: list[TokenEvent] = []
+        async for event in self._generate(prompt_ids, params):
+            if isinstance(event, TokenEvent):
+                pieces.append(event.text)
+                if event.token_id >= 0:
+                    tokens.append(event)
+            else:
+                return Generated(
+                    "".join(pieces), event.finish_reason, event.prompt_tokens, event.completion_tokens, tokens
+                )
+        raise AssertionError("generation ended without a Finished event")
+
+    def _token_text(self, token_id: int) -> str:
+        assert self.loaded is not None
+        return str(self.loaded.tokenizer.decode([token_id]))
+
+    # ---- /v1/completions ----------------------------------------------------------------------------
+    def prepare_completion(self, document: Any) -> tuple[CompletionRequest, list[int], SamplingParams]:
+        request = parse(CompletionRequest, document)
+        self._check_model(request.model)
+        self._check_task("text-generation")
+        assert self.loaded is not None
+        max_new = self._max_new(request.max_tokens)
+        ids = self._limit_prompt(list(self.loaded.tokenizer.encode(request.prompt)) if request.prompt else [], max_new)
+        params = SamplingParams(
+            max_new_tokens=max_new,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=request.stop_sequences(),
+            top_logprobs=request.logprobs,
+        )
+        return request, ids, params
+
+    def completion_logprobs(self, tokens: list[TokenEvent]) -> dict[str, Any]:
+        texts = [self._token_text(t.token_id) for t in tokens]
+        offsets, position = [], 0
+        for text in texts:
+            offsets.append(position)
+            position += len(text)
+        return {
+            "tokens": texts,
+            "token_logprobs": [t.logprobs.logprob if t.logprobs else None for t in tokens],
+            "top_logprobs": [
+                {self._token_text(i): v for i, v in t.logprobs.top} if t.logprobs else None for t in tokens
+            ],
+            "text_offset": offsets,
+        }
+
+    async def completion(self, request: CompletionRequest, ids: list[int], params: SamplingParams) -> dict[str, Any]:
+        await self._faults()
+        result = await self._collect(ids, params)
+        choice: dict[str, Any] = {
+            "index": 0,
+            "text": result.text,
+            "finish_reason": result.finish_reason,
+            "logprobs": None,
+        }
+        if request.logprobs is not None:
+            choice["logprobs"] = self.completion_logprobs(result.logprobs)
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": self.settings.model_name,
+            "choices": [choice],
+            "usage": _usage(result),
+        }
+
+    async def completion_stream(
+        self, request: CompletionRequest, ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[dict[str, Any]]:
+        await self._faults()
+        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        async for event in self._generate(ids, params):
+            if isinstance(event, TokenEvent):
+                if not event.text and event.token_id < 0:
+                    continue
+                choice: dict[str, Any] = {"index": 0, "text": event.text, "finish_reason": None, "logprobs": None}
+                if request.logprobs is not None and event.token_id >= 0:
+                    choice["logprobs"] = self.completion_logprobs([event])
+                yield {
+                    "id": ident,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": self.settings.model_name,
+                    "choices": [choice],
+                }
+            else:
+                yield {
+                    "id": ident,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": self.settings.model_name,
+                    "choices": [{"index": 0, "text": "", "finish_reason": event.finish_reason, "logprobs": None}],
+                    "usage": {
+                        "prompt_tokens": event.prompt_tokens,
+                        "completion_tokens": event.completion_tokens,
+                        "total_tokens": event.prompt_tokens + event.completion_tokens,
+                    },
+                }
+
+    # ---- /v1/chat/completions -----------------------------------------------------------------------
+    def prepare_chat(self, document: Any) -> tuple[ChatRequest, list[int], SamplingParams]:
+        request = parse(ChatRequest, document)
+        self._check_model(request.model)
+        self._check_task("text-generation")
+        assert self.loaded is not None
+        tokenizer = self.loaded.tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise InvalidRequest("this model has no chat template; use /v1/completions")
+        max_new = self._max_new(request.max_completion_tokens or request.max_tokens)
+        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        if all(not m["content"] for m in messages):
+            raise InvalidRequest("the messages must not all be empty", param="messages")
+        try:
+            rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as error:  # a template that refuses this conversation (e.g. roles out of order)
+            raise InvalidRequest(f"the chat template refused these messages: {error}", param="messages") from None
+        ids = list(tokenizer.encode(rendered, add_special_tokens=False))
+        ids = self._limit_prompt(ids, max_new)
+        top = request.top_logprobs if request.logprobs else None
+        if request.logprobs and top is None:
+            top = 0
+        params = SamplingParams(
+            max_new_tokens=max_new,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=request.stop_sequences(),
+            top_logprobs=top,
+        )
+        return request, ids, params
+
+    def chat_logprobs(self, tokens: list[TokenEvent]) -> dict[str, Any]:
+        content = []
+        for token in tokens:
+            if token.logprobs is None:
+                continue
+            content.append(
+                {
+                    "token": self._token_text(token.token_id),
+                    "logprob": token.logprobs.logprob,
+                    "top_logprobs": [{"token": self._token_text(i), "logprob": v} for i, v in token.logprobs.top],
+                }
+            )
+        return {"content": content}
+
+    async def chat(self, request: ChatRequest, ids: list[int], params: SamplingParams) -> dict[str, Any]:
+        await self._faults()
+        result = await self._collect(ids, params)
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": result.text},
+            "finish_reason": result.finish_reason,
+            "logprobs": None,
+        }
+        if request.logprobs:
+            choice["logprobs"] = self.chat_logprobs(result.logprobs)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.settings.model_name,
+            "choices": [choice],
+            "usage": _usage(result),
+        }
+
+    async def chat_stream(
+        self, request: ChatRequest, ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[dict[str, Any]]:
+        await self._faults()
+        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        first = True
+        async for event in self._generate(ids, params):
+            base = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": self.settings.model_name,
+            }
+            if isinstance(event, TokenEvent):
+                if not event.text and event.token_id < 0:
+                    continue
+                delta: dict[str, Any] = {"content": event.text}
+                if first:
+                    delta["role"], first = "assistant", False
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
+                if request.logprobs and event.token_id >= 0:
+                    choice["logprobs"] = self.chat_logprobs([event])
+                yield base | {"choices": [choice]}
+            else:
+                yield base | {
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": event.finish_reason, "logprobs": None}]
+                }
+
+    # ---- /v1/embeddings -----------------------------------------------------------------------------
+    async def embeddings(self, document: Any) -> dict[str, Any]:
+        request = parse(EmbeddingRequest, document)
+        self._check_model(request.model)
+        self._check_task("embeddings")
+        assert self.loaded is not None
+        assert self.engine is not None
+        texts = [request.input] if isinstance(request.input, str) else list(request.input)
+        if any(not text for text in texts):
+            raise InvalidRequest("inputs must not be empty strings", param="input")
+        token_ids = [self._limit_prompt(list(self.loaded.tokenizer.encode(text)), 0) for text in texts]
+        await self._faults()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Finished] = loop.create_future()
+
+        def sink(event: object) -> None:
+            loop.call_soon_threadsafe(_settle, done, event)
+
+        deadline = time.monotonic() + self.settings.request_timeout_seconds
+        work = EmbeddingWork(sink=sink, deadline=deadline, token_ids=token_ids)
+        for ids in token_ids:
+            self.drift.observe(ids)
+        self.engine.submit(work)
+        try:
+            finished = await asyncio.wait_for(done, timeout=self.settings.request_timeout_seconds + 1.0)
+        except TimeoutError:
+            raise Timeout(f"no answer within {self.settings.request_timeout_seconds:g}s") from None
+        finally:
+            work.cancelled.set()
+        assert work.result is not None
+        self.metrics.tokens(finished.prompt_tokens, 0)
+        return {
+            "object": "list",
+            "model": self.settings.model_name,
+            "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(work.result)],
+            "usage": {"prompt_tokens": finished.prompt_tokens, "total_tokens": finished.prompt_tokens},
+        }
+
+    def models(self) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.settings.model_name,
+                    "object": "model",
+                    "created": self.created,
+                    "owned_by": "modelship",
+                    "task": self.settings.task,
+                }
+            ],
+        }
+
+
+def _settle(future: asyncio.Future[Finished], event: object) -> None:
+    if future.done():
+        return
+    if isinstance(event, ApiError):
+        future.set_exception(event)
+    elif isinstance(event, Finished):
+        future.set_result(event)
+
+
+def _usage(result: Generated) -> dict[str, int]:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }

@@ -1,0 +1,89 @@
+"""One error shape for every client-facing failure, and the one place that maps errors to HTTP codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """A request the runtime refuses or cannot finish; becomes `{"error": {...}}` with `status`."""
+
+    status = 500
+    kind = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code or self.kind}
+        }
+
+
+class InvalidRequest(ApiError):
+    """Malformed JSON, bad parameter values, or a prompt over the token limit."""
+
+    status = 400
+    kind = "invalid_request_error"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    kind = "authentication_error"
+
+
+class ModelNotFound(ApiError):
+    status = 404
+    kind = "model_not_found"
+
+
+class NotFound(ApiError):
+    status = 404
+    kind = "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    kind = "method_not_allowed"
+
+
+class BodyTooLarge(ApiError):
+    status = 413
+    kind = "request_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    kind = "unsupported_media_type"
+
+
+class SchemaError(ApiError):
+    """The JSON parsed but does not fit the endpoint's schema (types, missing or unknown fields)."""
+
+    status = 422
+    kind = "schema_error"
+
+
+class QueueFull(ApiError):
+    status = 429
+    kind = "queue_full"
+
+
+class InjectedFault(ApiError):
+    """Returned only when fault injection is enabled (tests of the rollout engine)."""
+
+    status = 500
+    kind = "injected_fault"
+
+
+class NotReady(ApiError):
+    status = 503
+    kind = "not_ready"
+
+
+class Timeout(ApiError):
+    status = 504
+    kind = "timeout"

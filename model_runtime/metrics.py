@@ -1,0 +1,151 @@
+"""The runtime's Prometheus metrics (DESIGN.md section 5), labelled with the pod's namespace,
+ModelDeployment and revision so queries work whatever relabelling the user's Prometheus does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from . import __version__
+
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+)
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+IDENTITY = ("namespace", "model_deployment", "revision")
+
+
+class RuntimeMetrics:
+    """Every metric of one runtime process, in its own registry (tests create many)."""
+
+    def __init__(self, namespace: str, model_deployment: str, revision: str) -> None:
+        self.registry = CollectorRegistry()
+        self.identity = {"namespace": namespace, "model_deployment": model_deployment, "revision": revision}
+        r = self.registry
+        self.request_duration = Histogram(
+            "modelship_request_duration_seconds",
+            "Request latency, end to end.",
+            [*IDENTITY, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "modelship_requests_total",
+            "Requests answered, by endpoint and HTTP code.",
+            [*IDENTITY, "endpoint", "code"],
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "modelship_queue_duration_seconds",
+            "Time a request waited in the queue.",
+            IDENTITY,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.prefill_duration = Histogram(
+            "modelship_prefill_duration_seconds",
+            "Prompt processing time of each request's batch.",
+            IDENTITY,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decode_step_duration = Histogram(
+            "modelship_decode_step_duration_seconds",
+            "Time of one decode step of the running batch.",
+            IDENTITY,
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "modelship_time_to_first_token_seconds",
+            "From arrival to the first generated token.",
+            IDENTITY,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "modelship_batch_size", "Sequences in each forward pass.", IDENTITY, buckets=BATCH_BUCKETS, registry=r
+        )
+        self.prompt_tokens = Counter("modelship_prompt_tokens_total", "Prompt tokens processed.", IDENTITY, registry=r)
+        self.generation_tokens = Counter("modelship_generation_tokens_total", "Tokens generated.", IDENTITY, registry=r)
+        self.running = Gauge("modelship_requests_running", "Requests being processed.", IDENTITY, registry=r)
+        self.waiting = Gauge("modelship_requests_waiting", "Requests queued for the model.", IDENTITY, registry=r)
+        self.input_drift = Gauge(
+            "modelship_input_drift_score",
+            "Jensen-Shannon divergence of recent prompts from the reference window (0..1).",
+            IDENTITY,
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            "modelship_model_ready", "1 when the model is loaded, warmed up and not draining.", IDENTITY, registry=r
+        )
+        self.build_info = Gauge(
+            "modelship_build_info",
+            "Version and model of this runtime.",
+            [*IDENTITY, "version", "task", "device", "dtype"],
+            registry=r,
+        )
+        self._version = __version__
+
+    def describe_model(self, task: str, device: str, dtype: str) -> None:
+        self.build_info.labels(**self.identity, version=self._version, task=task, device=device, dtype=dtype).set(1)
+
+    def bind_gauges(self, waiting: Callable[[], float], drift: Callable[[], float | None]) -> None:
+        self.waiting.labels(**self.identity).set_function(waiting)
+        self.input_drift.labels(**self.identity).set_function(lambda: drift() or 0.0)
+
+    def request(self, endpoint: str, code: int, seconds: float) -> None:
+        self.requests.labels(**self.identity, endpoint=endpoint, code=str(code)).inc()
+        self.request_duration.labels(**self.identity, endpoint=endpoint).observe(seconds)
+
+    def tokens(self, prompt: int, generated: int) -> None:
+        self.prompt_tokens.labels(**self.identity).inc(prompt)
+        self.generation_tokens.labels(**self.identity).inc(generated)
+
+    def ready(self, value: bool) -> None:
+        self.model_ready.labels(**self.identity).set(1 if value else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # The engine's hooks (EngineMetrics).
+    def batch(self, size: int) -> None:
+        self.batch_size.labels(**self.identity).observe(size)
+
+    def queued(self, seconds: float) -> None:
+        self.queue_duration.labels(**self.identity).observe(seconds)
+
+    def prefill(self, seconds: float) -> None:
+        self.prefill_duration.labels(**self.identity).observe(seconds)
+
+    def decode(self, seconds: float) -> None:
+        self.decode_step_duration.labels(**self.identity).observe(seconds)
+
+    def first_token(self, seconds: float) -> None:
+        self.time_to_first_token.labels(**self.identity).observe(seconds)
+
+    def running_sequences(self, count: int) -> None:
+        return  # requests_running counts whole requests; the dataplane keeps it

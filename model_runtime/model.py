@@ -1,0 +1,124 @@
+"""The model layer: pick a device and dtype, load a Hugging Face folder or a GGUF file, and keep the
+output head in float32 so logits (and everything judged from them) are float32 whatever the weights are."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+log = logging.getLogger("model_runtime.model")
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says which path and why."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: str
+    dtype: torch.dtype
+
+
+def choose_placement(
+    requested_device: str, requested_dtype: DType, *, cuda_available: bool, cuda_bf16: bool
+) -> Placement:
+    """Where and in what precision to run. `auto` takes CUDA when present, and there bf16 when the GPU
+    supports it (fp16 otherwise); on CPU it takes float32, which is faster than bf16 on most x86 cores."""
+    if requested_device == "cuda" and not cuda_available:
+        raise ModelLoadError("device cuda was requested but no CUDA device is available")
+    device = "cuda" if requested_device == "cuda" or (requested_device == "auto" and cuda_available) else "cpu"
+    if requested_dtype != "auto":
+        return Placement(device, _TORCH_DTYPES[requested_dtype])
+    if device == "cuda":
+        return Placement(device, torch.bfloat16 if cuda_bf16 else torch.float16)
+    return Placement(device, torch.float32)
+
+
+def detect_placement(requested_device: str, requested_dtype: DType) -> Placement:
+    cuda = torch.cuda.is_available()
+    return choose_placement(
+        requested_device, requested_dtype, cuda_available=cuda, cuda_bf16=bool(cuda and torch.cuda.is_bf16_supported())
+    )
+
+
+class Float32Head(nn.Module):
+    """An output projection computed in float32 from a (possibly half-precision) hidden state."""
+
+    def __init__(self, head: nn.Linear) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(head.weight.detach().to(torch.float32), requires_grad=False)
+        bias = getattr(head, "bias", None)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().to(torch.float32), requires_grad=False)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(hidden.to(torch.float32), self.weight, self.bias)
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    placement: Placement
+    task: str
+    eos_token_ids: frozenset[int]
+    max_positions: int | None
+
+    @property
+    def device(self) -> str:
+        return self.placement.device
+
+
+def _source(path: Path) -> tuple[str, dict[str, Any]]:
+    """from_pretrained's first argument and extra keywords for a folder or a GGUF file."""
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist")
+        return str(path.parent), {"gguf_file": path.name}
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} is neither a .gguf file nor a model folder with config.json")
+    return str(path), {}
+
+
+def load(path: str, task: str, placement: Placement) -> LoadedModel:
+    """Load weights and tokenizer from local files only (no hub access at run time)."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    source, extra = _source(Path(path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra)
+        loader = AutoModelForCausalLM if task == "text-generation" else AutoModel
+        model = loader.from_pretrained(source, dtype=placement.dtype, **extra)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"cannot load {path}: {error}") from error
+    model = model.to(placement.device).eval()  # type: ignore[arg-type]
+    if task == "text-generation" and placement.dtype != torch.float32:
+        head = model.get_output_embeddings()
+        if isinstance(head, nn.Linear):
+            model.set_output_embeddings(Float32Head(head).to(placement.device))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    eos = set()
+    for candidate in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if isinstance(candidate, int):
+            eos.add(candidate)
+        elif isinstance(candidate, list):
+            eos.update(int(c) for c in candidate)
+    max_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    log.info("loaded %s (%s) on %s in %s", path, type(model).__name__, placement.device, placement.dtype)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        placement=placement,
+        task=task,
+        eos_token_ids=frozenset(eos),
+        max_positions=max_positions,
+    )

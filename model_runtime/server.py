@@ -1,0 +1,185 @@
+"""HTTP routes (aiohttp) over the dataplane: parse JSON, check the API key, map every error to the one
+JSON error shape, stream server-sent events, and time every request. Prompts are never logged."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .dataplane import DataPlane
+from .errors import ApiError, BodyTooLarge, InvalidRequest, MethodNotAllowed, NotFound, NotReady, Unauthorized
+
+log = logging.getLogger("model_runtime.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ENDPOINTS = {
+    "/v1/completions": "completions",
+    "/v1/chat/completions": "chat_completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/models": "models",
+}
+
+
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error.body(), status=error.status, headers=headers)
+
+
+def _http_error(error: web.HTTPException) -> ApiError:
+    if isinstance(error, web.HTTPRequestEntityTooLarge):
+        return BodyTooLarge(
+            f"the request body is over the limit of {error.max_size} bytes"
+            if hasattr(error, "max_size")
+            else "the request body is too large"
+        )
+    if isinstance(error, web.HTTPMethodNotAllowed):
+        return MethodNotAllowed(f"method {error.method} is not allowed here")
+    if isinstance(error, web.HTTPNotFound):
+        return NotFound("no such endpoint")
+    failure = ApiError(error.reason or "error")
+    failure.status = error.status
+    return failure
+
+
+class Server:
+    def __init__(self, dataplane: DataPlane) -> None:
+        self.dataplane = dataplane
+        self.settings = dataplane.settings
+        self.identity = {"x-modelship-revision": self.settings.revision or "unknown"}
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self.middleware])
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health/live", self.live)
+        app.router.add_get("/health/ready", self.ready)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.monotonic()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        headers = {**self.identity, "x-request-id": request_id}
+        endpoint = ENDPOINTS.get(request.path)
+        status = 500
+        try:
+            if endpoint and endpoint != "models":
+                self._authorize(request)
+            response = await handler(request)
+            status = response.status
+            if not response.prepared:
+                response.headers.update(headers)
+            return response
+        except ApiError as error:
+            status = error.status
+            return error_response(error, headers)
+        except web.HTTPException as error:
+            failure = _http_error(error)
+            status = failure.status
+            return error_response(failure, headers)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            return error_response(ApiError("internal error"), headers)
+        finally:
+            elapsed = time.monotonic() - started
+            if endpoint:
+                self.dataplane.metrics.request(endpoint, status, elapsed)
+                log.info("%s %s %d %.3fs id=%s", request.method, request.path, status, elapsed, request_id)
+
+    def _authorize(self, request: web.Request) -> None:
+        expected = self.settings.api_key
+        if not expected:
+            return
+        given = request.headers.get("Authorization", "")
+        token = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Unauthorized("a valid API key is required: send Authorization: Bearer <key>")
+
+    async def _json(self, request: web.Request) -> Any:
+        body = await request.read()
+        if not body:
+            raise InvalidRequest("the request body is empty; send a JSON object")
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
+
+    def _admit(self) -> None:
+        self.dataplane.admission.enter()
+
+    async def _stream(self, request: web.Request, chunks: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+        """Server-sent events; an error after the first byte becomes an `error` event, then [DONE]."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **self.identity}
+        )
+        first = await anext(chunks)  # errors before any output still get their status code
+        await response.prepare(request)
+        await response.write(f"data: {json.dumps(first)}\n\n".encode())
+        try:
+            async for chunk in chunks:
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        except ApiError as error:
+            await response.write(f"data: {json.dumps(error.body())}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        document = await self._json(request)
+        self._admit()
+        try:
+            parsed, ids, params = self.dataplane.prepare_completion(document)
+            if parsed.stream:
+                return await self._stream(request, self.dataplane.completion_stream(parsed, ids, params))
+            return web.json_response(await self.dataplane.completion(parsed, ids, params))
+        finally:
+            self.dataplane.admission.leave()
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        document = await self._json(request)
+        self._admit()
+        try:
+            parsed, ids, params = self.dataplane.prepare_chat(document)
+            if parsed.stream:
+                return await self._stream(request, self.dataplane.chat_stream(parsed, ids, params))
+            return web.json_response(await self.dataplane.chat(parsed, ids, params))
+        finally:
+            self.dataplane.admission.leave()
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        document = await self._json(request)
+        self._admit()
+        try:
+            return web.json_response(await self.dataplane.embeddings(document))
+        finally:
+            self.dataplane.admission.leave()
+
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.dataplane.models())
+
+    async def live(self, request: web.Request) -> web.StreamResponse:
+        engine = self.dataplane.engine
+        if engine is not None and not engine.alive:
+            return error_response(ApiError("the engine thread has stopped"))
+        return web.json_response({"status": "alive"})
+
+    async def ready(self, request: web.Request) -> web.StreamResponse:
+        admission = self.dataplane.admission
+        if admission.draining:
+            return error_response(NotReady("draining: the server is shutting down"))
+        if not admission.ready:
+            return error_response(NotReady("loading: the model is not loaded and warmed up yet"))
+        return web.json_response({"status": "ready"})
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=self.dataplane.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )

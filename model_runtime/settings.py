@@ -1,0 +1,113 @@
+"""Runtime settings: from command-line flags, or from MODELSHIP_* environment variables as the operator
+sets them on the pod. A flag wins over the variable; a bad value stops start-up with a message naming both."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the flag and the variable."""
+
+
+class RuntimeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_path: str = Field(min_length=1)
+    """A Hugging Face model folder, or a .gguf file."""
+    model_name: str = "model"
+    """The name clients use in the `model` field; other names get 404."""
+    task: Literal["text-generation", "embeddings"] = "text-generation"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_batch_size: int = Field(default=16, ge=1, le=256)
+    max_batch_wait_ms: int = Field(default=5, ge=0, le=1000)
+    max_input_tokens: int = Field(default=2048, ge=1)
+    max_new_tokens: int = Field(default=512, ge=1)
+    max_concurrent_requests: int = Field(default=64, ge=1)
+    request_timeout_seconds: float = Field(default=60, gt=0)
+    truncation: Literal["error", "keep-last"] = "error"
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    shutdown_timeout_seconds: float = Field(default=25, ge=0)
+    api_key: str | None = Field(default=None, repr=False)
+    namespace: str = ""
+    model_deployment: str = ""
+    revision: str = ""
+    drift_window: int = Field(default=200, ge=10)
+    threads: int | None = Field(default=None, ge=1)
+    faults_enabled: bool = False
+    fault_latency_seconds: float = Field(default=0.0, ge=0)
+    fault_error_rate: float = Field(default=0.0, ge=0, le=1)
+    fault_never_ready: bool = False
+
+    @model_validator(mode="after")
+    def _faults_need_the_switch(self) -> RuntimeSettings:
+        injected = self.fault_latency_seconds or self.fault_error_rate or self.fault_never_ready
+        if injected and not self.faults_enabled:
+            raise ValueError(
+                "fault injection settings need MODELSHIP_FAULTS_ENABLED=true (--faults-enabled); "
+                "they are for tests and off by default"
+            )
+        return self
+
+
+# field -> (flag, environment variable)
+def _env_name(field: str) -> str:
+    return "MODELSHIP_" + field.upper()
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> RuntimeSettings:
+    """Settings from flags over environment variables; raises SettingsError with a clear message."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(
+        prog="python -m model_runtime serve",
+        exit_on_error=False,
+        description="Serve a transformer model (settings also from MODELSHIP_* env).",
+    )
+    for name, info in RuntimeSettings.model_fields.items():
+        kind = "flag" if info.annotation is bool else "value"
+        if kind == "flag":
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"(env {_env_name(name)})",
+            )
+        else:
+            parser.add_argument(_flag(name), dest=name, default=None, help=f"(env {_env_name(name)})")
+    try:
+        namespace, unknown = parser.parse_known_args(list(argv))
+    except argparse.ArgumentError as error:
+        raise SettingsError(str(error)) from None
+    if unknown:
+        raise SettingsError(f"unknown arguments: {' '.join(unknown)}")
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in RuntimeSettings.model_fields:
+        flag_value = getattr(namespace, name)
+        if flag_value is not None:
+            values[name], sources[name] = flag_value, _flag(name)
+        elif environ.get(_env_name(name), "") != "":
+            values[name], sources[name] = environ[_env_name(name)], _env_name(name)
+    try:
+        return RuntimeSettings.model_validate(values)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors(include_url=False):
+            field = str(item["loc"][0]) if item["loc"] else ""
+            source = sources.get(field, f"{_flag(field)} / {_env_name(field)}")
+            problems.append(f"{source}: {item['msg']}")
+        raise SettingsError("; ".join(problems)) from None

@@ -1,0 +1,105 @@
+"""A tiny, random, but real GPT-2 and byte-level BPE tokenizer, built in-process with no download.
+
+Tests, end-to-end scenarios, benchmarks and `make demo --tiny` use it. The same seed gives the same
+weights, so revisions built from it are reproducible; `variant` makes deliberately different models
+(a corrupted canary for drift tests).
+
+    python -m model_runtime.tinymodel OUT_DIR [--variant permuted-positions]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "a model serves requests and the canary takes a share of the traffic",
+    "kubernetes runs pods on nodes and a deployment keeps replicas running",
+    "prometheus scrapes metrics and the rollout engine judges latency and errors",
+    "hello world, how are you today? I am fine, thank you.",
+    "0123456789 + - * / = ( ) [ ] { } < > ! ? . , ; : ' \" @ # $ % ^ & _ ~",
+    "Bonjour le monde, comment allez-vous? Très bien, merci.",
+]
+VARIANTS = ("none", "permuted-positions", "shuffled-vocabulary")
+
+
+def build_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(CORPUS * 20, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def build(out: Path, *, seed: int = 1234, variant: str = "none", n_positions: int = 512) -> Path:
+    """Write a tiny GPT-2 (2 layers, width 64) and its tokenizer to `out`; returns `out`."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        # Wide initial weights give peaked next-token distributions, so greedy choices are
+        # far from ties and exact-equality tests are meaningful.
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+    )
+    model = GPT2LMHeadModel(config).eval()  # type: ignore[no-untyped-call]
+    # Make the end-of-text token rare so generations run to max_tokens unless a test wants otherwise.
+    with torch.no_grad():
+        model.transformer.wte.weight[tokenizer.eos_token_id].mul_(0.0)
+        if variant == "permuted-positions":
+            generator = torch.Generator().manual_seed(seed + 1)
+            order = torch.randperm(n_positions, generator=generator)
+            model.transformer.wpe.weight.copy_(model.transformer.wpe.weight[order])
+        elif variant == "shuffled-vocabulary":
+            generator = torch.Generator().manual_seed(seed + 2)
+            order = torch.randperm(config.vocab_size, generator=generator)
+            model.transformer.wte.weight.copy_(model.transformer.wte.weight[order])
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the tiny test GPT-2 to a folder.")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--variant", default="none", choices=VARIANTS)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args(argv)
+    build(args.out, seed=args.seed, variant=args.variant)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

