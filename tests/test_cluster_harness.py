@@ -59,14 +59,15 @@ def test_expand(text: str, env: dict[str, str], expected: str) -> None:
 def test_env_sources_in_order() -> None:
     container = {
         "name": "c",
-        "resources": {"limits": {"memory": "1Gi"}},
+        "resources": {"limits": {"memory": "1Gi", "cpu": "500m"}},
         "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
         "env": [
             {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
             {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
-            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory"}}},
+            {"name": "MEM", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
             {"name": "URL", "value": "http://$(IP):8080"},
             {"name": "BASE", "value": "overridden"},
         ],
@@ -84,7 +85,8 @@ def test_env_sources_in_order() -> None:
         "NS": "ns",
         "APP": "x",
         "PASS": "pw",
-        "MEM": "1Gi",
+        "MEM": "1024",
+        "CPU": "1",
         "URL": "http://127.77.1.9:8080",
     }
 

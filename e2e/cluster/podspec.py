@@ -5,6 +5,7 @@ reads go through the `Reader` callbacks so the rules are testable without a clus
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 import shutil
@@ -122,12 +123,30 @@ def container_env(
     return env
 
 
+_SUFFIXES = {"m": 0.001, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(text: str | int | float) -> float:
+    """A Kubernetes quantity ("500m", "2", "1Gi") as a number."""
+    value = str(text)
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * _SUFFIXES[suffix]
+    return float(value)
+
+
 def _resource_value(container: dict[str, Any], ref: dict[str, Any]) -> str:
+    """As the kubelet does: the limit (or request) divided by the divisor, rounded up; with no limit set,
+    what the node has."""
     kind, resource = ref["resource"].split(".", 1)
     value = container.get("resources", {}).get(kind, {}).get(resource)
     if value is None:
-        return str(os.cpu_count() or 1) if resource == "cpu" else "0"
-    return str(value)
+        if resource == "cpu":
+            value = os.cpu_count() or 1
+        else:
+            value = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    divisor = quantity(ref.get("divisor", "1"))
+    return str(math.ceil(quantity(value) / divisor))
 
 
 def command_line(container: dict[str, Any], env: dict[str, str], entrypoint: list[str] | None) -> list[str]:

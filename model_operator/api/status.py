@@ -107,6 +107,16 @@ class HistoryEntry(StatusModel):
     """Why it ended so."""
 
 
+class RetiringRevision(StatusModel):
+    """A replaced stable revision, kept running briefly after promotion so in-flight requests finish."""
+
+    revision: str
+    """The revision hash."""
+
+    until: datetime
+    """When its pods are removed."""
+
+
 class Condition(StatusModel):
     """A kstatus-style condition."""
 
@@ -170,6 +180,12 @@ class ModelDeploymentStatus(StatusModel):
 
     aborted_at: datetime | None = None
     """When the last rollback happened; the rolled-back canary is scaled down a delay after it."""
+
+    user_paused: bool = False
+    """Paused by the `pause` action until `resume`."""
+
+    retiring: list[RetiringRevision] = Field(default_factory=list)
+    """Replaced stable revisions still running until their scale-down time."""
 
     stable_ready_replicas: int = 0
     """Ready pods of the stable revision."""

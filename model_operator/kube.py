@@ -1,0 +1,176 @@
+"""The Kubernetes adapter: read children, apply and prune objects, write status, post events. Blocking
+calls (the kubernetes client is synchronous); the handler runs them in threads. It decides nothing."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import uuid
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from .api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from .children import RECORD_COMPONENT
+from .naming import (
+    ACTION_ANNOTATION,
+    COMPONENT_MODEL,
+    LABEL_COMPONENT,
+    LABEL_MODEL_DEPLOYMENT,
+    LABEL_REVISION,
+)
+from .rollout import Event, RevisionState
+
+log = logging.getLogger("model_operator.kube")
+FIELD_MANAGER = "modelship"
+# What the operator creates and may therefore prune (only objects it owns).
+PRUNABLE = [
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+    ("apps/v1", "ControllerRevision"),
+]
+
+
+class ApplyError(RuntimeError):
+    """An object could not be applied; the message names it and says why."""
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.dynamic = DynamicClient(api_client)  # type: ignore[no-untyped-call]
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+
+    # ---- reading ----------------------------------------------------------------------------------
+    def revisions(self, namespace: str, name: str) -> dict[str, RevisionState]:
+        selector = f"{LABEL_MODEL_DEPLOYMENT}={name},{LABEL_COMPONENT}={COMPONENT_MODEL}"
+        found = {}
+        for deployment in self.apps.list_namespaced_deployment(namespace, label_selector=selector).items:
+            labels = (deployment.metadata.labels if deployment.metadata else None) or {}
+            revision = labels.get(LABEL_REVISION)
+            if revision:
+                replicas = deployment.spec.replicas if deployment.spec else 0
+                ready = deployment.status.ready_replicas if deployment.status else 0
+                found[revision] = RevisionState(replicas=replicas or 0, ready=ready or 0)
+        return found
+
+    def revision_records(self, namespace: str, name: str) -> tuple[dict[str, dict[str, Any]], int]:
+        """(revision -> recorded model and runtime, the highest record number so far)."""
+        selector = f"{LABEL_MODEL_DEPLOYMENT}={name},{LABEL_COMPONENT}={RECORD_COMPONENT}"
+        records, highest = {}, 0
+        for item in self.apps.list_namespaced_controller_revision(namespace, label_selector=selector).items:
+            revision = ((item.metadata.labels if item.metadata else None) or {}).get(LABEL_REVISION)
+            highest = max(highest, int(item.revision or 0))
+            if revision and isinstance(item.data, dict):
+                records[revision] = item.data
+        return records, highest
+
+    def owned(self, namespace: str, name: str, owner_uid: str) -> list[tuple[str, str, str]]:
+        """(apiVersion, kind, name) of every prunable object this ModelDeployment owns."""
+        found = []
+        for api_version, kind in PRUNABLE:
+            try:
+                resource = self._resource(api_version, kind)
+            except ResourceNotFoundError:
+                continue  # e.g. no Gateway API installed: nothing of that kind can exist
+            listing = resource.get(namespace=namespace, label_selector=f"{LABEL_MODEL_DEPLOYMENT}={name}")
+            for item in listing.items:
+                owners = item.metadata.get("ownerReferences") or []
+                if any(o.get("uid") == owner_uid for o in owners):
+                    found.append((api_version, kind, item.metadata.name))
+        return found
+
+    # ---- writing ----------------------------------------------------------------------------------
+    def apply(self, obj: dict[str, Any], namespace: str) -> None:
+        api_version, kind, name = obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
+        try:
+            self._resource(api_version, kind).server_side_apply(
+                body=obj, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True
+            )
+        except ResourceNotFoundError:
+            raise ApplyError(
+                f"cannot create {kind} {name}: the cluster has no {api_version} {kind} API (is the CRD installed?)"
+            ) from None
+        except ApiException as error:
+            raise ApplyError(
+                f"cannot apply {kind} {name}: {error.status} {error.reason}: {_api_message(error)}"
+            ) from None
+
+    def delete(self, namespace: str, api_version: str, kind: str, name: str) -> None:
+        try:
+            self._resource(api_version, kind).delete(
+                name=name, namespace=namespace, body={"propagationPolicy": "Background"}
+            )
+        except (NotFoundError, ResourceNotFoundError):
+            return
+
+    def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        """Replace the whole status (a JSON patch, so fields the new status drops really go); returns the
+        object as stored."""
+        result = self.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            [{"op": "add", "path": "/status", "value": status}],
+            _content_type="application/json-patch+json",
+        )
+        return dict(result)  # type: ignore[call-overload,no-any-return]
+
+    def clear_action(self, namespace: str, name: str) -> dict[str, Any]:
+        escaped = ACTION_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        result = self.custom.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            [{"op": "remove", "path": f"/metadata/annotations/{escaped}"}],
+            _content_type="application/json-patch+json",
+        )
+        return dict(result)  # type: ignore[call-overload,no-any-return]
+
+    def post_event(self, namespace: str, name: str, uid: str, event: Event) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:12]}", namespace=namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=API_VERSION, kind=KIND, name=name, namespace=namespace, uid=uid
+            ),
+            reason=event.reason,
+            message=event.message[:1000],
+            type=event.kind,
+            count=1,
+            first_timestamp=now,
+            last_timestamp=now,
+            source=client.V1EventSource(component="modelship-operator"),
+            reporting_component="modelship.io/operator",
+            reporting_instance="modelship-operator",
+        )
+        try:
+            self.core.create_namespaced_event(namespace, body)
+        except ApiException as error:
+            log.warning("could not post event %s on %s/%s: %s", event.reason, namespace, name, error.reason)
+
+
+def _api_message(error: ApiException) -> str:
+    import json
+
+    try:
+        return str(json.loads(error.body or "{}").get("message", ""))[:500]
+    except ValueError:
+        return str(error.body)[:500]

@@ -1,0 +1,350 @@
+"""Every child object a ModelDeployment needs, built as plain dicts by pure functions (build first,
+apply second). The handler adds owner references and the namespace, then applies them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .api.spec import ModelDeploymentSpec
+from .naming import (
+    COMPONENT_ROUTER,
+    ROUTING_KEY,
+    RUNTIME_PORT,
+    SERVICE_PORT,
+    common_labels,
+    model_pods_selector,
+    revision_labels,
+    revision_name,
+    revision_selector,
+    router_name,
+    router_selector,
+    routing_config_name,
+)
+from .settings import OperatorSettings
+
+MODELS_MOUNT = "/models"
+SHUTDOWN_SECONDS = 25
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def model_location(spec: ModelDeploymentSpec) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(MODELSHIP_MODEL_PATH, volumes, volume mounts) for the model's URI."""
+    uri = spec.model.uri
+    scheme, rest = uri.split("://", 1)
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        volume = {"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        mount = {"name": "model", "mountPath": MODELS_MOUNT, "readOnly": True}
+        return f"{MODELS_MOUNT}/{path}".rstrip("/"), [volume], [mount]
+    if scheme == "file":
+        return rest, [], []
+    return uri, [], []  # hf://: the runtime downloads into its cache at start-up
+
+
+def _pod_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _container_security(user: int) -> dict[str, Any]:
+    return {
+        "runAsUser": user,
+        "runAsGroup": user,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _field(path: str) -> dict[str, Any]:
+    return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _identity_env(name: str, revision: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+    env = [
+        {"name": "MODELSHIP_NAMESPACE", **_field("metadata.namespace")},
+        {"name": "MODELSHIP_MODEL_DEPLOYMENT", "value": name},
+        {"name": "MODELSHIP_REVISION", "value": revision},
+        {"name": "MODELSHIP_PORT", "value": str(RUNTIME_PORT)},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    if settings.bind_pod_ip:
+        env.append({"name": "MODELSHIP_HOST", **_field("status.podIP")})
+    return env
+
+
+def _api_key_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
+    secret = spec.runtime.api_key_secret
+    if secret is None:
+        return []
+    return [{"name": "MODELSHIP_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}]
+
+
+def _scrape_annotations() -> dict[str, str]:
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(RUNTIME_PORT), "prometheus.io/path": "/metrics"}
+
+
+def _probes() -> dict[str, Any]:
+    return {
+        "readinessProbe": {
+            "httpGet": {"path": "/health/ready", "port": "http"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+    }
+
+
+def revision_deployment(
+    name: str, spec: ModelDeploymentSpec, revision: str, replicas: int, settings: OperatorSettings
+) -> dict[str, Any]:
+    runtime, limits = spec.runtime, spec.runtime.limits
+    path, volumes, mounts = model_location(spec)
+    env = [
+        *_identity_env(name, revision, settings),
+        {"name": "MODELSHIP_MODEL_PATH", "value": path},
+        {"name": "MODELSHIP_MODEL_NAME", "value": name},
+        {"name": "MODELSHIP_TASK", "value": spec.model.task},
+        {"name": "MODELSHIP_DTYPE", "value": spec.model.dtype},
+        {"name": "MODELSHIP_DEVICE", "value": "cuda" if runtime.gpus else "cpu"},
+        {"name": "MODELSHIP_MAX_BATCH_SIZE", "value": str(runtime.batching.max_batch_size)},
+        {"name": "MODELSHIP_MAX_BATCH_WAIT_MS", "value": str(runtime.batching.max_batch_wait_ms)},
+        {"name": "MODELSHIP_MAX_INPUT_TOKENS", "value": str(limits.max_input_tokens)},
+        {"name": "MODELSHIP_MAX_NEW_TOKENS", "value": str(limits.max_new_tokens)},
+        {"name": "MODELSHIP_MAX_CONCURRENT_REQUESTS", "value": str(limits.max_concurrent_requests)},
+        {"name": "MODELSHIP_REQUEST_TIMEOUT_SECONDS", "value": f"{limits.request_timeout_seconds:g}"},
+        {"name": "MODELSHIP_TRUNCATION", "value": limits.truncation},
+        {"name": "MODELSHIP_SHUTDOWN_TIMEOUT_SECONDS", "value": str(SHUTDOWN_SECONDS)},
+        {"name": "HF_HOME", "value": "/tmp/huggingface"},
+        # torch sizes its thread pool from the host's cores, not the pod's CPU limit; oversubscribed pods
+        # on a shared node then slow each other down.
+        {"name": "MODELSHIP_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
+        *_api_key_env(spec),
+        *[variable.to_api() for variable in runtime.env],
+    ]
+    resources = runtime.resources.to_api()
+    tolerations = [t.to_api() for t in runtime.tolerations]
+    if runtime.gpus:
+        resources.setdefault("limits", {})[GPU_RESOURCE] = runtime.gpus
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    labels = revision_labels(name, revision)
+    container: dict[str, Any] = {
+        "name": "runtime",
+        "image": runtime.image or settings.runtime_image,
+        "args": ["serve"],
+        "env": env,
+        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        "securityContext": _container_security(settings.runtime_user),
+        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+        **_probes(),
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(),
+        "terminationGracePeriodSeconds": SHUTDOWN_SECONDS + 5,
+        "containers": [container],
+        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+    }
+    if runtime.node_selector:
+        pod_spec["nodeSelector"] = dict(runtime.node_selector)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": revision_name(name, revision), "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 1,
+            "selector": {"matchLabels": revision_selector(name, revision)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": labels, "annotations": _scrape_annotations()}, "spec": pod_spec},
+        },
+    }
+
+
+def revision_service(name: str, revision: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": revision_name(name, revision), "labels": revision_labels(name, revision)},
+        "spec": {
+            "selector": revision_selector(name, revision),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def replicas_service(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": common_labels(name, "model")},
+        "spec": {
+            "selector": model_pods_selector(name),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def routing_config(spec: ModelDeploymentSpec, stable: str, canary: str | None, weight: int) -> dict[str, Any]:
+    """What the router reads: the tracks, their revisions and weights, and the mirroring settings."""
+    tracks = [{"name": "stable", "revision": stable, "weight": 100 - (weight if canary else 0)}]
+    if canary:
+        tracks.append({"name": "canary", "revision": canary, "weight": weight})
+    return {
+        "version": 1,
+        "tracks": tracks,
+        "mirrorPercent": spec.traffic.mirror_percent if canary else 0,
+        "stickyHeader": spec.traffic.sticky_header,
+        "task": spec.model.task,
+    }
+
+
+def router_objects(
+    name: str, spec: ModelDeploymentSpec, settings: OperatorSettings, routing: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The router: its routing ConfigMap, least-privilege identity, Deployment and the Service NAME."""
+    router = router_name(name)
+    labels = common_labels(name, COMPONENT_ROUTER)
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": routing_config_name(name), "labels": labels},
+        "data": {ROUTING_KEY: json.dumps(routing, sort_keys=True)},
+    }
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": router, "labels": labels},
+        "automountServiceAccountToken": False,
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": router, "labels": labels},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [routing_config_name(name)],
+                "verbs": ["get", "list", "watch"],
+            },
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": router, "labels": labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": router},
+        "subjects": [{"kind": "ServiceAccount", "name": router}],
+    }
+    env = [
+        *_identity_env(name, "router", settings),
+        {"name": "MODELSHIP_ROUTING_CONFIGMAP", "value": routing_config_name(name)},
+        {"name": "MODELSHIP_UPSTREAM_PORT", "value": str(RUNTIME_PORT)},
+        *_api_key_env(spec),
+    ]
+    token_volume = {
+        "name": "kube-api-access",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ]
+        },
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": router, "labels": labels},
+        "spec": {
+            "replicas": spec.traffic.router_replicas,
+            "revisionHistoryLimit": 2,
+            "selector": {"matchLabels": router_selector(name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": labels, "annotations": _scrape_annotations()},
+                "spec": {
+                    "serviceAccountName": router,
+                    "automountServiceAccountToken": False,  # mounted below, read-only, with a bounded token
+                    "enableServiceLinks": False,
+                    "securityContext": _pod_security(),
+                    "terminationGracePeriodSeconds": 15,
+                    "containers": [
+                        {
+                            "name": "router",
+                            "image": settings.router_image or settings.runtime_image,
+                            "args": ["router"],
+                            "env": env,
+                            "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+                            "resources": {
+                                "requests": {"cpu": "100m", "memory": "128Mi"},
+                                "limits": {"memory": "512Mi"},
+                            },
+                            "securityContext": _container_security(settings.runtime_user),
+                            "volumeMounts": [
+                                {
+                                    "name": "kube-api-access",
+                                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                                    "readOnly": True,
+                                },
+                                {"name": "tmp", "mountPath": "/tmp"},
+                            ],
+                            **_probes(),
+                        }
+                    ],
+                    "volumes": [token_volume, {"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "selector": router_selector(name),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    return [config_map, account, role, binding, deployment, service]
+
+
+def http_route(
+    name: str, namespace: str, spec: ModelDeploymentSpec, stable: str, canary: str | None, weight: int
+) -> dict[str, Any]:
+    gateway = spec.traffic.gateway
+    assert gateway is not None, "the models require traffic.gateway in gatewayAPI mode"
+    backends = [{"name": revision_name(name, stable), "port": SERVICE_PORT, "weight": 100 - (weight if canary else 0)}]
+    if canary:
+        backends.append({"name": revision_name(name, canary), "port": SERVICE_PORT, "weight": weight})
+    route: dict[str, Any] = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "labels": common_labels(name, "route")},
+        "spec": {
+            "parentRefs": [
+                {
+                    "name": p.name,
+                    "namespace": p.namespace or namespace,
+                    **({"sectionName": p.section_name} if p.section_name else {}),
+                }
+                for p in gateway.parent_refs
+            ],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1/"}}], "backendRefs": backends}],
+        },
+    }
+    if gateway.hostnames:
+        route["spec"]["hostnames"] = list(gateway.hostnames)
+    return route

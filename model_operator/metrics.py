@@ -1,0 +1,58 @@
+"""The operator's own Prometheus metrics (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+ROLLOUTS = Counter(
+    "modelship_operator_rollouts_total",
+    "Rollouts that ended, by result.",
+    ["namespace", "model_deployment", "result"],
+    registry=REGISTRY,
+)
+ANALYSIS_DURATION = Histogram(
+    "modelship_operator_analysis_duration_seconds",
+    "Time to query and judge a canary.",
+    ["namespace", "model_deployment"],
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RECONCILE_ERRORS = Counter(
+    "modelship_operator_reconcile_errors_total",
+    "Reconciles that failed.",
+    ["namespace", "model_deployment"],
+    registry=REGISTRY,
+)
+CANARY_WEIGHT = Gauge(
+    "modelship_operator_canary_weight",
+    "Percent of traffic the canary receives.",
+    ["namespace", "model_deployment"],
+    registry=REGISTRY,
+)
+PHASE = Gauge(
+    "modelship_operator_phase",
+    "1 for the ModelDeployment's current phase.",
+    ["namespace", "model_deployment", "phase"],
+    registry=REGISTRY,
+)
+PHASES = ("Pending", "Progressing", "Paused", "Healthy", "Degraded", "Failed")
+
+
+def serve(port: int) -> None:
+    if port:
+        start_http_server(port, registry=REGISTRY)
+
+
+def record_state(namespace: str, name: str, phase: str, weight: int) -> None:
+    CANARY_WEIGHT.labels(namespace, name).set(weight)
+    for candidate in PHASES:
+        PHASE.labels(namespace, name, candidate).set(1 if candidate == phase else 0)
+
+
+def forget(namespace: str, name: str) -> None:
+    for gauge, labels in ((CANARY_WEIGHT, (namespace, name)), *((PHASE, (namespace, name, phase)) for phase in PHASES)):
+        try:
+            gauge.remove(*labels)
+        except KeyError:
+            continue

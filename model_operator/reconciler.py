@@ -1,0 +1,280 @@
+"""One reconcile of one ModelDeployment, and the loop that runs it whenever something changes.
+
+The loop gathers evidence (children, revision records, Prometheus when an analysis is due), asks the pure
+`decide` what to do, applies the children, posts the decision's events, and writes the status once,
+only when it changed. Every blocking call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from . import metrics
+from .analysis import Criteria, Outcome, judge
+from .api import InvalidSpecError, ModelDeploymentSpec, ModelDeploymentStatus, parse_spec
+from .children import desired_children, object_key, revision_record
+from .kube import ApplyError, Kube
+from .naming import ACTION_ANNOTATION
+from .prometheus import PrometheusSource
+from .revision import revision_of
+from .rollout import Decision, Observation, analysis_due, analysis_window_seconds, decide
+from .settings import OperatorSettings
+
+log = logging.getLogger("model_operator")
+RESYNC_APPLY_SECONDS = 60.0
+RECORDS_KEPT = 5
+ERROR_BACKOFF_SECONDS = 5.0
+
+
+def read_status(raw: Any) -> ModelDeploymentStatus:
+    """The stored status; a status this version cannot read is treated as empty, not as an error."""
+    try:
+        return ModelDeploymentStatus.model_validate(raw or {})
+    except ValueError:
+        log.warning("unreadable status, starting from an empty one")
+        return ModelDeploymentStatus()
+
+
+def _newer(incoming: dict[str, Any], current: dict[str, Any] | None) -> bool:
+    """Whether a watch event is newer than what we hold (our own writes come back later as events)."""
+    if current is None:
+        return True
+    try:
+        return int(incoming["metadata"]["resourceVersion"]) >= int(current["metadata"]["resourceVersion"])
+    except (KeyError, ValueError, TypeError):
+        return True
+
+
+class ResourceLoop:
+    """Reconciles one ModelDeployment until it is deleted or the operator stops."""
+
+    def __init__(self, operator: Operator, body: dict[str, Any]) -> None:
+        self.operator = operator
+        self.body = body
+        self.wake = asyncio.Event()
+        self.applied: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self.pruned_for: tuple[frozenset[tuple[str, str, str]], float] | None = None
+        self.task = asyncio.create_task(self._run(), name=f"reconcile-{self.key}")
+
+    @property
+    def key(self) -> str:
+        return f"{self.body['metadata']['namespace']}/{self.body['metadata']['name']}"
+
+    def observe(self, body: dict[str, Any]) -> None:
+        if _newer(body, self.body):
+            self.body = body
+        self.wake.set()
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def _run(self) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                delay = await self.operator.reconcile(self)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                meta = self.body["metadata"]
+                metrics.RECONCILE_ERRORS.labels(meta["namespace"], meta["name"]).inc()
+                log.exception("reconcile of %s failed: %s", self.key, error)
+                delay = ERROR_BACKOFF_SECONDS
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+
+
+class Operator:
+    def __init__(self, settings: OperatorSettings, kube: Kube) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.loops: dict[str, ResourceLoop] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._sources: dict[str, PrometheusSource] = {}
+
+    # ---- events from kopf -------------------------------------------------------------------------
+    def observe(self, kind: str | None, body: dict[str, Any]) -> None:
+        key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        loop = self.loops.get(key)
+        if kind == "DELETED":
+            if loop is not None:
+                self._retire(loop)
+                del self.loops[key]
+                metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
+            return
+        if loop is None or loop.body["metadata"].get("uid") != body["metadata"].get("uid"):
+            if loop is not None:
+                self._retire(loop)  # deleted and created again under the same name
+            self.loops[key] = ResourceLoop(self, body)
+        else:
+            loop.observe(body)
+
+    def _retire(self, loop: ResourceLoop) -> None:
+        task = asyncio.create_task(loop.stop())
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    def poke(self, namespace: str, name: str) -> None:
+        loop = self.loops.get(f"{namespace}/{name}")
+        if loop is not None:
+            loop.wake.set()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(loop.stop() for loop in self.loops.values()))
+        self.loops.clear()
+
+    # ---- one reconcile ----------------------------------------------------------------------------
+    async def reconcile(self, loop: ResourceLoop) -> float:
+        body = loop.body
+        meta = body["metadata"]
+        namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        previous = read_status(body.get("status"))
+        now = datetime.now(UTC)
+        spec: ModelDeploymentSpec | None
+        try:
+            spec = parse_spec(body.get("spec"))
+            desired: str | None = revision_of(spec, self.settings.runtime_image)
+            problems: tuple[str, ...] = ()
+        except InvalidSpecError as error:
+            spec, desired, problems = None, None, tuple(error.problems)
+        revisions = await asyncio.to_thread(self.kube.revisions, namespace, name)
+        analysis = None
+        if spec is not None and analysis_due(previous, spec, now):
+            analysis = await self._analyse(namespace, name, spec, previous, now)
+        decision = decide(
+            previous,
+            Observation(
+                generation=int(meta.get("generation") or 0),
+                spec=spec,
+                spec_problems=problems,
+                desired_revision=desired,
+                action=(meta.get("annotations") or {}).get(ACTION_ANNOTATION),
+                revisions=revisions,
+                analysis=analysis,
+                now=now,
+                scale_down_delay_seconds=self.settings.scale_down_delay_seconds,
+            ),
+        )
+        if spec is not None and desired is not None:
+            try:
+                await self._apply_children(loop, body, spec, desired, decision)
+            except ApplyError as error:
+                metrics.RECONCILE_ERRORS.labels(namespace, name).inc()
+                await asyncio.to_thread(self.kube.post_event, namespace, name, uid, _warning("ApplyFailed", str(error)))
+                log.warning("%s: %s", loop.key, error)
+                return ERROR_BACKOFF_SECONDS
+        for event in decision.events:
+            await asyncio.to_thread(self.kube.post_event, namespace, name, uid, event)
+            log.info("%s: %s: %s", loop.key, event.reason, event.message)
+        if decision.rollout_result:
+            metrics.ROLLOUTS.labels(namespace, name, decision.rollout_result).inc()
+        if decision.consume_action:
+            with contextlib.suppress(ApiException):
+                loop.observe(await asyncio.to_thread(self.kube.clear_action, namespace, name))
+        status = decision.status.to_api()
+        if status != body.get("status"):
+            loop.observe(await asyncio.to_thread(self.kube.write_status, namespace, name, status))
+        metrics.record_state(namespace, name, decision.status.phase.value, decision.weight)
+        return min(decision.requeue_after, self.settings.resync_seconds)
+
+    async def _analyse(
+        self, namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
+    ) -> Outcome:
+        assert status.stable_revision is not None
+        assert status.canary_revision is not None
+        url = spec.rollout.analysis.prometheus_url or self.settings.prometheus_url
+        source = self._sources.get(url) or self._sources.setdefault(
+            url, PrometheusSource(url, self.settings.prometheus_timeout_seconds)
+        )
+        with_drift = (
+            spec.traffic.mode == "router" and spec.traffic.mirror_percent > 0 and spec.model.task == "text-generation"
+        )
+        started = time.monotonic()
+        measurement = await asyncio.to_thread(
+            source.measure,
+            namespace,
+            name,
+            status.stable_revision,
+            status.canary_revision,
+            analysis_window_seconds(status, spec, now),
+            with_drift,
+        )
+        analysis = spec.rollout.analysis
+        outcome = judge(measurement, Criteria(analysis.thresholds, analysis.min_requests, analysis.confidence))
+        metrics.ANALYSIS_DURATION.labels(namespace, name).observe(time.monotonic() - started)
+        return outcome
+
+    async def _apply_children(
+        self, loop: ResourceLoop, body: dict[str, Any], spec: ModelDeploymentSpec, desired: str, decision: Decision
+    ) -> None:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        records, highest = await asyncio.to_thread(self.kube.revision_records, namespace, name)
+        objects = []
+        if desired not in records:
+            record = revision_record(name, spec, desired, highest + 1, self.settings)
+            objects.append(record)
+            records[desired] = record["data"]
+        children, missing = desired_children(name, namespace, spec, desired, records, decision, self.settings)
+        for revision in missing:
+            log.warning(
+                "%s: revision %s has no ControllerRevision record; its pods are left as they are", loop.key, revision
+            )
+        objects += children
+        kopf.append_owner_reference(objects, owner=body)  # type: ignore[arg-type]
+        now = time.monotonic()
+        for obj in objects:
+            key, text = object_key(obj), repr(obj)
+            seen = loop.applied.get(key)
+            if seen is not None and seen[0] == text and now - seen[1] < RESYNC_APPLY_SECONDS:
+                continue
+            await asyncio.to_thread(self.kube.apply, obj, namespace)
+            loop.applied[key] = (text, now)
+        keep = {object_key(o) for o in objects}
+        history = [h.revision for h in decision.status.history][-RECORDS_KEPT:]
+        kept_records = {
+            f"{name}-{r}" for r in {*decision.plan, desired, decision.status.aborted_revision, *history} if r
+        }
+        await self._prune(loop, namespace, name, meta["uid"], keep, kept_records, missing)
+
+    async def _prune(
+        self,
+        loop: ResourceLoop,
+        namespace: str,
+        name: str,
+        uid: str,
+        keep: set[tuple[str, str, str]],
+        kept_records: set[str],
+        missing: list[str],
+    ) -> None:
+        """Delete what this ModelDeployment owns and no longer wants; only when the wanted set changed."""
+        wanted = frozenset(keep)
+        if loop.pruned_for and loop.pruned_for[0] == wanted and time.monotonic() - loop.pruned_for[1] < 60:
+            return
+        owned = await asyncio.to_thread(self.kube.owned, namespace, name, uid)
+        spared = {f"{name}-{r}" for r in missing}
+        for api_version, kind, object_name in owned:
+            if (api_version, kind, object_name) in keep or object_name in spared:
+                continue
+            if kind == "ControllerRevision" and object_name in kept_records:
+                continue
+            log.info("%s: deleting %s %s", loop.key, kind, object_name)
+            await asyncio.to_thread(self.kube.delete, namespace, api_version, kind, object_name)
+            loop.applied.pop((api_version, kind, object_name), None)
+        loop.pruned_for = (wanted, time.monotonic())
+
+
+def _warning(reason: str, message: str) -> Any:
+    from .rollout import Event
+
+    return Event("Warning", reason, message)

@@ -1,0 +1,47 @@
+"""Operator settings, read once at start-up from MODELSHIP_* environment variables (the chart sets them)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class OperatorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    runtime_image: str = "modelship/runtime:0.1.0"
+    """Image of the model pods and the router when a spec names none."""
+    router_image: str | None = None
+    """Image of the router pods; the runtime image when unset. Not taken from a spec, so a spec's image
+    change restarts model pods of the new revision only, never the router."""
+    prometheus_url: str = "http://prometheus-server.monitoring.svc:80"
+    """Prometheus to query when a spec names none."""
+    prometheus_timeout_seconds: float = Field(default=5.0, gt=0)
+    scale_down_delay_seconds: float = Field(default=30.0, ge=0)
+    """How long a replaced stable revision keeps running after promotion, so in-flight requests and
+    clients that still route to it finish before its pods go."""
+    bind_pod_ip: bool = False
+    """Make model and router pods listen on their pod IP instead of 0.0.0.0: for clusters where pods share
+    one network namespace (the local pod runner). Leave off on real clusters (port-forward needs it off)."""
+    resync_seconds: float = Field(default=30.0, gt=0)
+    """Longest time between two reconciles of a resource when nothing happens."""
+    metrics_port: int = Field(default=8000, ge=0, le=65535)
+    """Port of the operator's /metrics (0 turns it off)."""
+    runtime_user: int = Field(default=1000, ge=1)
+    """Non-root user the model and router containers run as."""
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> OperatorSettings:
+    environ = os.environ if environ is None else environ
+    values = {
+        name: environ[f"MODELSHIP_{name.upper()}"]
+        for name in OperatorSettings.model_fields
+        if environ.get(f"MODELSHIP_{name.upper()}", "") != ""
+    }
+    try:
+        return OperatorSettings.model_validate(values)
+    except ValidationError as error:
+        problems = [f"MODELSHIP_{str(e['loc'][0]).upper()}: {e['msg']}" for e in error.errors(include_url=False)]
+        raise ValueError("; ".join(problems)) from None
