@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -67,17 +67,24 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
 def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> RuntimeSettings:
-    """Settings from flags over environment variables; raises SettingsError with a clear message."""
+    """The inference server's settings from flags over environment variables."""
+    return parse_settings(RuntimeSettings, argv, environ, "python -m model_runtime serve")
+
+
+def parse_settings(
+    model: type[SettingsT], argv: Sequence[str], environ: Mapping[str, str] | None, prog: str
+) -> SettingsT:
+    """Any settings model from `--flag value` over `MODELSHIP_FLAG`; raises SettingsError naming both."""
     environ = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
-        prog="python -m model_runtime serve",
-        exit_on_error=False,
-        description="Serve a transformer model (settings also from MODELSHIP_* env).",
+        prog=prog, exit_on_error=False, description="Settings also come from MODELSHIP_* environment variables."
     )
-    for name, info in RuntimeSettings.model_fields.items():
-        kind = "flag" if info.annotation is bool else "value"
-        if kind == "flag":
+    for name, info in model.model_fields.items():
+        if info.annotation is bool:
             parser.add_argument(
                 _flag(name),
                 dest=name,
@@ -96,18 +103,18 @@ def parse(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Runt
         raise SettingsError(f"unknown arguments: {' '.join(unknown)}")
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for name in RuntimeSettings.model_fields:
+    for name in model.model_fields:
         flag_value = getattr(namespace, name)
         if flag_value is not None:
             values[name], sources[name] = flag_value, _flag(name)
         elif environ.get(_env_name(name), "") != "":
             values[name], sources[name] = environ[_env_name(name)], _env_name(name)
     try:
-        return RuntimeSettings.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as error:
         problems = []
         for item in error.errors(include_url=False):
             field = str(item["loc"][0]) if item["loc"] else ""
-            source = sources.get(field, f"{_flag(field)} / {_env_name(field)}")
-            problems.append(f"{source}: {item['msg']}")
+            source = sources.get(field, f"{_flag(field)} / {_env_name(field)}" if field else "settings")
+            problems.append(f"{source}: {str(item['msg']).removeprefix('Value error, ')}")
         raise SettingsError("; ".join(problems)) from None

@@ -141,10 +141,8 @@ def _resource_value(container: dict[str, Any], ref: dict[str, Any]) -> str:
     kind, resource = ref["resource"].split(".", 1)
     value = container.get("resources", {}).get(kind, {}).get(resource)
     if value is None:
-        if resource == "cpu":
-            value = os.cpu_count() or 1
-        else:
-            value = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        node_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        value = (os.cpu_count() or 1) if resource == "cpu" else node_memory
     divisor = quantity(ref.get("divisor", "1"))
     return str(math.ceil(quantity(value) / divisor))
 

@@ -1,0 +1,149 @@
+"""Where the routing config and the pods come from: the Kubernetes API (a watch on the ConfigMap and on
+the ModelDeployment's model pods, least privilege), or a file (tests and benchmarks). Watches run in
+threads and hand their results to the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .state import RouterState
+
+log = logging.getLogger("model_runtime.router")
+ROUTING_KEY = "routing.json"
+
+
+def ready_endpoints(pods: list[dict[str, Any]], port: int) -> tuple[dict[str, list[str]], set[str]]:
+    """(ready host:port per revision, every revision with a pod): as an EndpointSlice would, a terminating
+    or unready pod is out of rotation."""
+    ready: dict[str, list[str]] = {}
+    known: set[str] = set()
+    for pod in pods:
+        meta, status = pod.get("metadata", {}), pod.get("status", {})
+        revision = (meta.get("labels") or {}).get("modelship.io/revision")
+        if not revision:
+            continue
+        known.add(revision)
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        if meta.get("deletionTimestamp") or conditions.get("Ready") != "True" or not status.get("podIP"):
+            continue
+        ready.setdefault(revision, []).append(f"{status['podIP']}:{port}")
+    return ready, known
+
+
+class FileDiscovery:
+    """{"routing": {...}, "endpoints": {"REVISION": ["host:port", ...]}}, re-read when it changes."""
+
+    def __init__(self, path: str, state: RouterState) -> None:
+        self.path = Path(path)
+        self.state = state
+        self._seen: float | None = None
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(OSError):
+                stamp = self.path.stat().st_mtime_ns
+                if stamp != self._seen:
+                    self._seen = stamp
+                    self.load(self.path.read_text())
+            await asyncio.sleep(0.2)
+
+    def load(self, text: str) -> None:
+        try:
+            document = json.loads(text)
+            endpoints = {str(k): [str(a) for a in v] for k, v in document.get("endpoints", {}).items()}
+            routing = json.dumps(document.get("routing"))
+        except (ValueError, AttributeError, TypeError) as error:
+            self.state.offer_config(f"unreadable file: {error}")
+            return
+        self.state.set_endpoints(endpoints, set(endpoints))
+        self.state.offer_config(routing)
+
+
+class KubeDiscovery:
+    """Watches the routing ConfigMap (by name) and the model pods (by label) of one ModelDeployment."""
+
+    def __init__(self, namespace: str, model_deployment: str, configmap: str, port: int, state: RouterState) -> None:
+        self.namespace, self.name, self.configmap, self.port = namespace, model_deployment, configmap, port
+        self.state = state
+        self._stop = threading.Event()
+
+    async def run(self) -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api = client.ApiClient()
+        except config.ConfigException:
+            api = config.new_client_from_config()  # type: ignore[no-untyped-call]
+        core = client.CoreV1Api(api)
+        loop = asyncio.get_running_loop()
+        threads = [
+            threading.Thread(target=self._watch_config, args=(core, api, loop), daemon=True, name="watch-config"),
+            threading.Thread(target=self._watch_pods, args=(core, api, loop), daemon=True, name="watch-pods"),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._stop.set()
+
+    def _watch_config(self, core: Any, api: Any, loop: asyncio.AbstractEventLoop) -> None:
+        from kubernetes import watch
+
+        selector = f"metadata.name={self.configmap}"
+        while not self._stop.is_set():
+            try:
+                listing = core.list_namespaced_config_map(self.namespace, field_selector=selector)
+                for item in listing.items:
+                    loop.call_soon_threadsafe(self.state.offer_config, (item.data or {}).get(ROUTING_KEY))
+                for event in watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    core.list_namespaced_config_map,
+                    self.namespace,
+                    field_selector=selector,
+                    timeout_seconds=120,
+                    resource_version=listing.metadata.resource_version,
+                ):
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        data = event["object"].data or {}
+                        loop.call_soon_threadsafe(self.state.offer_config, data.get(ROUTING_KEY))
+            except Exception as error:  # the API server restarting, a watch expiring: list again
+                log.warning("routing config watch: %s; retrying", error)
+                time.sleep(1)
+
+    def _watch_pods(self, core: Any, api: Any, loop: asyncio.AbstractEventLoop) -> None:
+        from kubernetes import watch
+
+        selector = f"modelship.io/model-deployment={self.name},app.kubernetes.io/component=model"
+        while not self._stop.is_set():
+            try:
+                listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
+                pods = {p.metadata.uid: api.sanitize_for_serialization(p) for p in listing.items}
+                self._publish(pods, loop)
+                for event in watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    core.list_namespaced_pod,
+                    self.namespace,
+                    label_selector=selector,
+                    timeout_seconds=120,
+                    resource_version=listing.metadata.resource_version,
+                ):
+                    pod = api.sanitize_for_serialization(event["object"])
+                    if event["type"] == "DELETED":
+                        pods.pop(pod["metadata"]["uid"], None)
+                    else:
+                        pods[pod["metadata"]["uid"]] = pod
+                    self._publish(pods, loop)
+            except Exception as error:
+                log.warning("pod watch: %s; retrying", error)
+                time.sleep(1)
+
+    def _publish(self, pods: dict[str, dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        ready, known = ready_endpoints(list(pods.values()), self.port)
+        loop.call_soon_threadsafe(self.state.set_endpoints, ready, known)

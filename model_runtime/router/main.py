@@ -1,0 +1,64 @@
+"""`python -m model_runtime router`: run the router until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from model_runtime.settings import SettingsError, parse_settings
+
+from .discovery import FileDiscovery, KubeDiscovery
+from .metrics import RouterMetrics
+from .proxy import Router
+from .settings import RouterSettings
+from .state import RouterState
+
+log = logging.getLogger("model_runtime.router")
+
+
+async def run(settings: RouterSettings) -> int:
+    metrics = RouterMetrics(settings.namespace, settings.model_deployment)
+    state = RouterState(metrics)
+    router = Router(settings, state, metrics)
+    await router.start()
+    runner = web.AppRunner(router.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+    source = (
+        FileDiscovery(settings.routing_file, state)
+        if settings.routing_file
+        else KubeDiscovery(
+            settings.namespace, settings.model_deployment, settings.routing_configmap, settings.upstream_port, state
+        )
+    )
+    discovery = asyncio.create_task(source.run())
+    log.info("router listening on %s:%d", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    router.draining = True
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(router.idle.wait(), timeout=settings.shutdown_timeout_seconds)
+    discovery.cancel()
+    await router.close()
+    await runner.cleanup()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = parse_settings(RouterSettings, argv, None, "python -m model_runtime router")
+    except SettingsError as error:
+        print(f"error: {error}")
+        return 2
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    return asyncio.run(run(settings))

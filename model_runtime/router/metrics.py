@@ -1,0 +1,89 @@
+"""The router's Prometheus metrics, labelled by track and revision (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from model_runtime.metrics import LATENCY_BUCKETS
+
+DIVERGENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+IDENTITY = ("namespace", "model_deployment")
+
+
+class RouterMetrics:
+    def __init__(self, namespace: str, model_deployment: str) -> None:
+        self.registry = r = CollectorRegistry()
+        self.identity = (namespace, model_deployment)
+        self.requests = Counter(
+            "modelship_router_requests_total",
+            "Requests routed, by track, revision and code.",
+            [*IDENTITY, "track", "revision", "code"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "modelship_router_request_duration_seconds",
+            "Latency seen by clients.",
+            [*IDENTITY, "track", "revision", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.divergence = Histogram(
+            "modelship_output_divergence",
+            "Mean JS divergence of canary vs stable next-token distributions per mirrored request (0..1).",
+            [*IDENTITY, "revision"],
+            buckets=DIVERGENCE_BUCKETS,
+            registry=r,
+        )
+        self.mirror_dropped = Counter(
+            "modelship_router_mirror_dropped_total",
+            "Mirrored requests dropped because the mirror queue was full.",
+            IDENTITY,
+            registry=r,
+        )
+        self.mirror_errors = Counter(
+            "modelship_router_mirror_errors_total",
+            "Mirrored comparisons that failed (an upstream error or no logprobs).",
+            IDENTITY,
+            registry=r,
+        )
+        self.retries = Counter(
+            "modelship_router_upstream_retries_total",
+            "Requests sent to another pod after one refused or was draining.",
+            IDENTITY,
+            registry=r,
+        )
+        self.config_errors = Counter(
+            "modelship_router_config_errors_total",
+            "Routing configs refused (the last good one stays in force).",
+            IDENTITY,
+            registry=r,
+        )
+        self.config_valid = Gauge(
+            "modelship_router_config_valid",
+            "1 when the latest routing config is the one in force.",
+            IDENTITY,
+            registry=r,
+        )
+        self.weight = Gauge(
+            "modelship_router_weight",
+            "Percent of requests each track receives.",
+            [*IDENTITY, "track", "revision"],
+            registry=r,
+        )
+        self.endpoints = Gauge(
+            "modelship_router_endpoints", "Ready pods per revision.", [*IDENTITY, "revision"], registry=r
+        )
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def request(self, track: str, revision: str, code: int, seconds: float) -> None:
+        key = (track, revision, code)
+        children = self._children.get(key)
+        if children is None:  # labels() is slow on the hot path: resolve each combination once
+            labels = (*self.identity, track, revision, str(code))
+            children = (self.requests.labels(*labels), self.duration.labels(*labels))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
