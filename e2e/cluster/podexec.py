@@ -23,6 +23,9 @@ def _mount(*args: str) -> None:
 def apply(plan: dict[str, object]) -> None:
     mounts = plan.get("mounts", [])
     assert isinstance(mounts, list)
+    # Hold every source open first: a mount over /tmp would otherwise hide sources that live under /tmp
+    # (the pod runner's state does). Binding from /proc/PID/fd/N reaches them whatever is mounted since.
+    handles = {mount["source"]: os.open(mount["source"], os.O_PATH) for mount in mounts}
     for mount in mounts:
         source, target = mount["source"], mount["target"]
         # Mount points must exist; like a container runtime we create them (empty) if the image lacks them.
@@ -31,9 +34,11 @@ def apply(plan: dict[str, object]) -> None:
         else:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             Path(target).touch(exist_ok=True)
-        _mount("--bind", source, target)
+        _mount("--bind", f"/proc/{os.getpid()}/fd/{handles[source]}", target)
         if mount.get("readOnly"):
             _mount("-o", "remount,bind,ro", target)
+    for handle in handles.values():
+        os.close(handle)
     if plan.get("readOnlyRootFilesystem"):
         _mount("-o", "remount,bind,ro", "/")
 

@@ -19,6 +19,7 @@ class RouterState:
         self.pools: dict[str, Pool] = {}
         self.known_revisions: set[str] = set()
         self._pending: str | None = None  # the newest text, kept to retry when pods appear
+        self._pods_listed = False  # before the first pod listing every revision looks unknown
 
     def offer_config(self, text: str | None) -> None:
         """A new routing config from the source: applied if valid, else the last good one stays."""
@@ -28,6 +29,7 @@ class RouterState:
     def set_endpoints(self, ready: dict[str, list[str]], known: set[str]) -> None:
         """Ready addresses per revision, and every revision that has pods at all."""
         self.known_revisions = set(known)
+        self._pods_listed = True
         for revision, addresses in ready.items():
             pool = self.pools.setdefault(revision, Pool())
             pool.endpoints = tuple(Endpoint(address, revision) for address in sorted(addresses))
@@ -46,7 +48,7 @@ class RouterState:
             check_revisions(config, self.known_revisions)
         except RoutingError as error:
             self.metrics.config_valid.labels(*self.metrics.identity).set(0)
-            if not quiet:
+            if not quiet and self._pods_listed:
                 self.metrics.config_errors.labels(*self.metrics.identity).inc()
                 log.warning("routing config refused, keeping the last good one (%s): %s", self.describe(), error)
             return
