@@ -33,7 +33,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.client_timeout = 330
     operator_settings = load_settings()
     memo["operator"] = Operator(operator_settings, Kube(_api_client()))
-    metrics.serve(operator_settings.metrics_port)
+    metrics.serve(operator_settings.metrics_port, operator_settings.metrics_host)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -39,9 +39,9 @@ PHASE = Gauge(
 PHASES = ("Pending", "Progressing", "Paused", "Healthy", "Degraded", "Failed")
 
 
-def serve(port: int) -> None:
+def serve(port: int, host: str) -> None:
     if port:
-        start_http_server(port, registry=REGISTRY)
+        start_http_server(port, addr=host, registry=REGISTRY)
 
 
 def record_state(namespace: str, name: str, phase: str, weight: int) -> None:

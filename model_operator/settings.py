@@ -29,6 +29,8 @@ class OperatorSettings(BaseModel):
     """Longest time between two reconciles of a resource when nothing happens."""
     metrics_port: int = Field(default=8000, ge=0, le=65535)
     """Port of the operator's /metrics (0 turns it off)."""
+    metrics_host: str = "0.0.0.0"
+    """Address the operator's /metrics listens on."""
     runtime_user: int = Field(default=1000, ge=1)
     """Non-root user the model and router containers run as."""
 

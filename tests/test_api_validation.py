@@ -217,6 +217,18 @@ BAD_SPECS = [
     ),
     ("paused-not-bool", with_changes(paused="maybe"), "spec.paused", "valid boolean"),
     ("top-level-unknown", with_changes(replicas=3), "spec.replicas", "Extra inputs"),
+    (
+        "env-owned-by-the-operator",
+        with_changes(runtime__env=[{"name": "MODELSHIP_MODEL_PATH", "value": "/x"}]),
+        "spec",
+        "set by the operator",
+    ),
+    (
+        "no-data-timeout-shorter-than-interval",
+        with_changes(rollout__analysis={"interval": "1m", "noDataTimeout": "30s"}),
+        "spec",
+        "shorter than",
+    ),
 ]
 
 

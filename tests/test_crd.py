@@ -101,6 +101,9 @@ OPENAPI_CATCHES = [
         "model-unknown-field",
         "runtime-unknown-field",
         "top-level-unknown",
+        # Judged by the operator (condition InvalidSpec), not by the API server.
+        "env-owned-by-the-operator",
+        "no-data-timeout-shorter-than-interval",
     }
 ]
 

@@ -97,7 +97,10 @@ PROMETHEUS = GoTool(
     name="prometheus",
     module="github.com/prometheus/prometheus",
     version=PROMETHEUS_VERSION,
-    packages={"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+    packages={
+        "prometheus": "github.com/prometheus/prometheus/cmd/prometheus",
+        "promtool": "github.com/prometheus/prometheus/cmd/promtool",
+    },
     # Only the discovery mechanisms we use, as upstream's own plugins.yml allows.
     build_tags=["remove_all_sd", "enable_kubernetes_sd"],
 )

