@@ -136,3 +136,49 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float, interval
 @pytest.fixture(scope="session")
 def state_dir() -> Path:
     return state_root()
+
+
+@pytest.fixture(scope="session")
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Models the scenarios serve: the tiny GPT-2, and a corrupted copy (permuted position embeddings)."""
+    from model_runtime.tinymodel import build
+
+    root = tmp_path_factory.mktemp("models")
+    build(root / "tiny")
+    build(root / "tiny-permuted", variant="permuted-positions")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: ClusterInfo, kubectl: Kubectl, crds: None) -> str:
+    """The operator, installed by the chart and running as a pod with the chart's ServiceAccount and RBAC."""
+    from e2e.modelship import OPERATOR_NAMESPACE, install_operator
+
+    if kubectl("get", "deployment", "modelship", "-n", OPERATOR_NAMESPACE, check=False).returncode != 0:
+        install_operator(cluster, kubectl)
+    return OPERATOR_NAMESPACE
+
+
+@pytest.fixture
+def deployed(
+    request: pytest.FixtureRequest,
+    operator: str,
+    kubectl: Kubectl,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    models_dir: Path,
+) -> Any:
+    """A ModelDeployment name in a fresh namespace that has the models volume."""
+    from e2e.modelship import Deployed, model_volume
+
+    model_volume(kubectl, namespace, models_dir)
+    yield Deployed(kubectl, core, custom, namespace, "chat")
+    kubectl("delete", "pv", f"models-{namespace}", "--wait=false", check=False)

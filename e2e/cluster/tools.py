@@ -22,7 +22,7 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.8"
 PROMETHEUS_VERSION = "v0.309.1"  # Prometheus 3.9.1: its Go module is tagged v0.MAJOR*100+MINOR.PATCH
 HELM_VERSION = "v3.19.5"
-GATEWAY_API_VERSION = "v1.4.0"
+GATEWAY_API_VERSION = "v1.4.1"
 
 
 class ToolError(RuntimeError):
@@ -202,9 +202,27 @@ def _emit(out: TextSink | None, message: str) -> None:
     sink.write(f"[tools] {message}\n")
 
 
+def gateway_api_crds() -> Path:
+    """The Gateway API's standard-channel CRDs, from the sigs.k8s.io/gateway-api Go module."""
+    out = subprocess.run(
+        [_go(), "mod", "download", "-json", f"sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path.home(),
+    )
+    if out.returncode != 0:
+        raise ToolError(f"cannot download sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}: {out.stderr.strip()}")
+    directory = Path(json.loads(out.stdout)["Dir"]) / "config" / "crd" / "standard"
+    if not directory.is_dir():
+        raise ToolError(f"sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION} has no {directory}")
+    return directory
+
+
 def build_all(*, force: bool = False) -> None:
     for tool in ALL_TOOLS:
         build(tool, force=force)
+    gateway_api_crds()
 
 
 def main(argv: list[str] | None = None) -> int:

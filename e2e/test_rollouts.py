@@ -1,0 +1,256 @@
+"""The rollout engine on a real control plane: the operator runs from the chart, the model pods run the
+real runtime with the tiny GPT-2, Prometheus scrapes them, and a load generator runs throughout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from e2e.cluster.controlplane import ControlPlane
+from e2e.conftest import Kubectl, wait_until
+from e2e.modelship import BASE_SPEC, OPERATOR_NAMESPACE, Deployed, merged
+
+FAULTS = [{"name": "MODELSHIP_FAULTS_ENABLED", "value": "true"}]
+
+
+def healthy(deployed: Deployed, spec: dict[str, Any] = BASE_SPEC) -> str:
+    deployed.apply(spec)
+    status = deployed.wait_phase("Healthy", timeout=120)
+    return str(status["stableRevision"])
+
+
+def new_revision(deployed: Deployed, *env: dict[str, str], uri: str | None = None) -> None:
+    change: dict[str, Any] = {"runtime": {"env": [{"name": "REVISION_NOTE", "value": str(time.time())}, *env]}}
+    if uri:
+        change["model"] = {"uri": uri}
+    deployed.patch(change)
+
+
+def ended(deployed: Deployed, result: str, after: int, timeout: float = 180) -> dict[str, Any]:
+    """Wait until the history has a new entry with `result`; return it."""
+    status = deployed.wait(
+        lambda s: (
+            len(s.get("history", [])) > after and s["history"][-1]["result"] in ("Promoted", "RolledBack", "Aborted")
+        ),
+        f"a rollout to end ({result} expected)",
+        timeout,
+    )
+    entry: dict[str, Any] = status["history"][-1]
+    assert entry["result"] == result, f"expected {result}, got {entry}"
+    return entry
+
+
+def test_a_first_deploy_becomes_healthy(deployed: Deployed) -> None:
+    stable = healthy(deployed)
+    status = deployed.status
+    assert deployed.condition("Ready")["status"] == "True"
+    assert deployed.condition("Reconciling")["status"] == "False"
+    assert deployed.condition("Stalled")["status"] == "False"
+    assert status["history"][0]["result"] == "Deployed"
+    names = set(deployed.deployments())
+    assert names == {f"chat-{stable}", "chat-router"}
+    model_pod = deployed.pods()[0]
+    security = model_pod.spec.containers[0].security_context
+    assert security.read_only_root_filesystem is True
+    assert security.run_as_user == 1000
+    with deployed.load(rate=10) as load:
+        time.sleep(3)
+    assert load.report.results
+    assert not load.report.failures, load.report.describe()
+    assert set(load.report.revisions()) == {stable}
+
+
+def test_b_good_revision_is_promoted_with_no_failed_request(deployed: Deployed) -> None:
+    old = healthy(deployed)
+    with deployed.load(rate=25) as load:
+        time.sleep(2)
+        new_revision(deployed)
+        entry = ended(deployed, "Promoted", after=1)
+        new = entry["revision"]
+        deployed.wait(lambda s: s["stableRevision"] == new and s["phase"] == "Healthy", "new stable healthy")
+        # The replaced stable goes after the scale-down delay, while load continues.
+        wait_until(lambda: f"chat-{old}" not in deployed.deployments(), "old stable scaled down", 60)
+        time.sleep(2)
+    assert not load.report.failures, load.report.describe()
+    served = load.report.revisions()
+    assert served[old] > 0
+    assert served[new] > 0
+    reasons = deployed.events()
+    for reason in ("RolloutStarted", "StepStarted", "Promoted"):
+        assert reason in reasons
+    assert deployed.condition("UpToDate")["status"] == "True"
+
+
+def _time_to_rollback(deployed: Deployed, load: Any, canary: str, entry: dict[str, Any]) -> tuple[float, float]:
+    """(seconds from the canary's first request to the rollback, seconds after it reached minRequests)."""
+    from datetime import datetime
+
+    finished = datetime.fromisoformat(entry["finishedAt"].replace("Z", "+00:00")).timestamp()
+    canary_times = sorted(r.at for r in load.report.results if r.revision == canary)
+    assert canary_times, "the canary never took traffic"
+    minimum = BASE_SPEC["rollout"]["analysis"]["minRequests"]
+    # The analysis counts every canary request, mirrored probes included; the client only sees its own.
+    reached = canary_times[min(len(canary_times), minimum) - 1]
+    return finished - canary_times[0], finished - reached
+
+
+def test_c_injected_latency_is_rolled_back(deployed: Deployed) -> None:
+    healthy(deployed)
+    with deployed.load(rate=25) as load:
+        time.sleep(2)
+        new_revision(deployed, *FAULTS, {"name": "MODELSHIP_FAULT_LATENCY_SECONDS", "value": "0.6"})
+        entry = ended(deployed, "RolledBack", after=1)
+        time.sleep(3)
+    assert "P99" in entry["reason"]
+    assert not load.report.failures, "latency is not an error: " + load.report.describe()
+    since_first, since_min = _time_to_rollback(deployed, load, entry["revision"], entry)
+    interval = 2.0
+    print(
+        f"\n[figure] injected latency: rolled back {since_first:.1f}s after the canary's first request, "
+        f"{since_min:.1f}s after it reached minRequests (interval {interval:g}s)"
+    )
+    assert since_min <= 3 * interval + 2  # 3 intervals, plus one scrape and one reconcile of slack
+    assert deployed.status["canaryWeight"] == 0
+    assert deployed.condition("RolledBack")["status"] == "True"
+
+
+def test_d_injected_errors_are_rolled_back(deployed: Deployed) -> None:
+    stable = healthy(deployed)
+    with deployed.load(rate=25) as load:
+        time.sleep(2)
+        new_revision(deployed, *FAULTS, {"name": "MODELSHIP_FAULT_ERROR_RATE", "value": "0.5"})
+        entry = ended(deployed, "RolledBack", after=1)
+        rolled_back_at = time.time()
+        time.sleep(4)
+    assert "error rate" in entry["reason"]
+    since_first, since_min = _time_to_rollback(deployed, load, entry["revision"], entry)
+    print(
+        f"\n[figure] injected errors: rolled back {since_first:.1f}s after the canary's first request, "
+        f"{since_min:.1f}s after it reached minRequests"
+    )
+    assert since_min <= 3 * 2.0 + 2
+    late = [r for r in load.report.results if r.at > rolled_back_at + 1.5]
+    assert late
+    assert all(r.status == 200 and r.revision == stable for r in late), "after the rollback stable serves everything"
+    assert deployed.status["phase"] == "Degraded"
+
+
+def test_e_prometheus_stopped_pauses_and_resumes(deployed: Deployed, control_plane: ControlPlane) -> None:
+    spec = merged(BASE_SPEC, {"rollout": {"steps": [{"weight": 20, "pause": "10s"}, {"weight": 50, "pause": "4s"}]}})
+    healthy(deployed, spec)
+    prometheus = int((control_plane.pids / "prometheus.pid").read_text())
+    with deployed.load(rate=20) as load:
+        time.sleep(2)
+        new_revision(deployed)
+        deployed.wait(lambda s: s.get("canaryWeight") == 20, "canary at 20%", 90)
+        os.kill(prometheus, signal.SIGSTOP)
+        try:
+            paused = deployed.wait(
+                lambda s: s.get("phase") == "Paused" and s.get("blindSince"), "paused while blind", 60
+            )
+            assert paused["canaryWeight"] == 20
+            time.sleep(8)
+            held = deployed.status
+            assert held["phase"] == "Paused"
+            assert held["canaryWeight"] == 20, "blindness holds the weight"
+            assert held.get("canaryRevision"), "blindness does not roll back"
+        finally:
+            os.kill(prometheus, signal.SIGCONT)
+        entry = ended(deployed, "Promoted", after=1)
+    assert entry["result"] == "Promoted"
+    reasons = deployed.events()
+    assert "AnalysisBlind" in reasons
+    assert "AnalysisRecovered" in reasons
+    assert not load.report.failures, load.report.describe()
+
+
+def _operator_pid(kubectl: Kubectl) -> int:
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=kubectl.kubeconfig)
+    pods = (
+        client.CoreV1Api(api)
+        .list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator")
+        .items
+    )
+    running = [p for p in pods if p.status.container_statuses and p.status.container_statuses[0].container_id]
+    return int(running[0].status.container_statuses[0].container_id.removeprefix("local://"))
+
+
+def test_f_operator_killed_mid_rollout_carries_on(deployed: Deployed, kubectl: Kubectl) -> None:
+    spec = merged(BASE_SPEC, {"rollout": {"steps": [{"weight": 20, "pause": "8s"}, {"weight": 50, "pause": "4s"}]}})
+    healthy(deployed, spec)
+    with deployed.load(rate=20) as load:
+        time.sleep(2)
+        new_revision(deployed)
+        during = deployed.wait(lambda s: s.get("canaryWeight") == 20, "canary at 20%", 90)
+        canary = during["canaryRevision"]
+        before = deployed.deployments()
+        os.kill(_operator_pid(kubectl), signal.SIGKILL)
+        entry = ended(deployed, "Promoted", after=1, timeout=240)
+    assert entry["revision"] == canary
+    after = deployed.deployments()
+    assert after[f"chat-{canary}"] == before[f"chat-{canary}"], "the canary Deployment was not created twice"
+    assert after["chat-router"] == before["chat-router"]
+    assert deployed.events().count("RolloutStarted") == 1
+    records = kubectl("get", "controllerrevisions", "-n", deployed.namespace, "-o", "name").stdout.split()
+    assert len(records) == len(set(records)) == 2
+    assert not load.report.failures, load.report.describe()
+
+
+def test_g_canary_never_ready_is_rolled_back_at_the_deadline(deployed: Deployed) -> None:
+    stable = healthy(deployed, merged(BASE_SPEC, {"rollout": {"progressDeadlineSeconds": 15}}))
+    stable_uid = deployed.deployments()[f"chat-{stable}"]
+    started = time.time()
+    new_revision(deployed, *FAULTS, {"name": "MODELSHIP_FAULT_NEVER_READY", "value": "true"})
+    entry = ended(deployed, "RolledBack", after=1, timeout=90)
+    assert "progressDeadlineSeconds" in entry["reason"]
+    assert time.time() - started < 60
+    assert deployed.deployments()[f"chat-{stable}"] == stable_uid
+    assert deployed.status["stableRevision"] == stable
+
+
+def test_h_spec_change_mid_rollout_restarts_at_step_zero(deployed: Deployed) -> None:
+    spec = merged(BASE_SPEC, {"rollout": {"steps": [{"weight": 20, "pause": "20s"}, {"weight": 50, "pause": "4s"}]}})
+    stable = healthy(deployed, spec)
+    stable_uid = deployed.deployments()[f"chat-{stable}"]
+    stable_pods = {p.metadata.name for p in deployed.pods() if p.metadata.labels["modelship.io/revision"] == stable}
+    with deployed.load(rate=20) as load:
+        time.sleep(2)
+        new_revision(deployed)
+        first = deployed.wait(lambda s: s.get("canaryWeight") == 20, "first canary at 20%", 90)["canaryRevision"]
+        new_revision(deployed)
+        second = deployed.wait(lambda s: s.get("canaryRevision") not in (None, first), "second canary")
+        assert second["canaryWeight"] == 0 or second["currentStep"] in (None, 0)
+        assert second["stableRevision"] == stable
+        still = {p.metadata.name for p in deployed.pods() if p.metadata.labels["modelship.io/revision"] == stable}
+        assert still == stable_pods, "stable's pods were not touched"
+        assert deployed.deployments()[f"chat-{stable}"] == stable_uid
+        entry = ended(deployed, "Promoted", after=2, timeout=240)
+    assert entry["revision"] == second["canaryRevision"]
+    history = [h["result"] for h in deployed.history()]
+    assert history == ["Deployed", "Superseded", "Promoted"]
+    assert not load.report.failures, load.report.describe()
+
+
+def test_i_invalid_spec_is_reported_and_other_resources_go_on(deployed: Deployed) -> None:
+    stable = healthy(deployed)
+    deployed.patch({"runtime": {"env": [{"name": "MODELSHIP_MODEL_PATH", "value": "/elsewhere"}]}})
+    status = deployed.wait(
+        lambda s: any(c["type"] == "InvalidSpec" and c["status"] == "True" for c in s.get("conditions", [])),
+        "InvalidSpec",
+        60,
+    )
+    assert "set by the operator" in deployed.condition("InvalidSpec")["message"]
+    assert deployed.condition("Stalled")["status"] == "True"
+    assert status["stableRevision"] == stable
+    assert "InvalidSpec" in deployed.events()
+    other = Deployed(deployed.kubectl, deployed.core, deployed.custom, deployed.namespace, "other")
+    other.apply(BASE_SPEC)
+    other.wait_phase("Healthy", timeout=120)
+    with deployed.load(rate=10) as load:  # the invalid one still serves with what it had
+        time.sleep(3)
+    assert load.report.results
+    assert not load.report.failures
