@@ -173,3 +173,27 @@ def conditions(situation: Situation, previous: list[Condition], generation: int,
             )
         )
     return result
+
+
+def with_apply_failure(conditions_now: list[Condition], message: str, now: datetime) -> list[Condition]:
+    """The conditions when the children could not be applied (a missing API, a denied permission): it will
+    not fix itself, so Stalled, and not Ready."""
+    failed = {STALLED: ("True", "ApplyFailed"), READY: ("False", "ApplyFailed")}
+    result = []
+    for condition in conditions_now:
+        if condition.type not in failed:
+            result.append(condition)
+            continue
+        status, reason = failed[condition.type]
+        moved = condition.status != status
+        result.append(
+            condition.model_copy(
+                update={
+                    "status": status,
+                    "reason": reason,
+                    "message": message,
+                    "last_transition_time": now if moved else condition.last_transition_time,
+                }
+            )
+        )
+    return result

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -26,6 +28,7 @@ from .rollout import Event, RevisionState
 
 log = logging.getLogger("model_operator.kube")
 FIELD_MANAGER = "modelship"
+MISSING_API_RECHECK_SECONDS = 30.0
 # What the operator creates and may therefore prune (only objects it owns).
 PRUNABLE = [
     ("apps/v1", "Deployment"),
@@ -50,9 +53,27 @@ class Kube:
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.dynamic = DynamicClient(api_client)  # type: ignore[no-untyped-call]
+        self._found: dict[tuple[str, str], Any] = {}
+        self._missing: dict[tuple[str, str], float] = {}
+        self._discovery = threading.Lock()
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        return self.dynamic.resources.get(api_version=api_version, kind=kind)
+        """The API resource for a kind. Discovery is not thread-safe in the client (a miss rebuilds its cache
+        while other threads read it), so lookups are serialised and remembered; a missing API is looked up
+        again after MISSING_API_RECHECK_SECONDS, in case its CRD has been installed since."""
+        key = (api_version, kind)
+        with self._discovery:
+            if key in self._found:
+                return self._found[key]
+            if time.monotonic() < self._missing.get(key, 0.0):
+                raise ResourceNotFoundError(f"no {api_version} {kind} API")
+            try:
+                resource = self.dynamic.resources.get(api_version=api_version, kind=kind)
+            except ResourceNotFoundError:
+                self._missing[key] = time.monotonic() + MISSING_API_RECHECK_SECONDS
+                raise
+            self._found[key] = resource
+            return resource
 
     # ---- reading ----------------------------------------------------------------------------------
     def revisions(self, namespace: str, name: str) -> dict[str, RevisionState]:

@@ -21,11 +21,12 @@ from . import metrics
 from .analysis import Criteria, Outcome, judge
 from .api import InvalidSpecError, ModelDeploymentSpec, ModelDeploymentStatus, parse_spec
 from .children import desired_children, object_key, revision_record
+from .conditions import with_apply_failure
 from .kube import ApplyError, Kube
 from .naming import ACTION_ANNOTATION
 from .prometheus import PrometheusSource
 from .revision import revision_of
-from .rollout import Decision, Observation, analysis_due, analysis_window_seconds, decide
+from .rollout import Decision, Event, Observation, analysis_due, analysis_window_seconds, decide
 from .settings import OperatorSettings
 
 log = logging.getLogger("model_operator")
@@ -62,6 +63,7 @@ class ResourceLoop:
         self.wake = asyncio.Event()
         self.applied: dict[tuple[str, str, str], tuple[str, float]] = {}
         self.pruned_for: tuple[frozenset[tuple[str, str, str]], float] | None = None
+        self.apply_error: str | None = None
         self.task = asyncio.create_task(self._run(), name=f"reconcile-{self.key}")
 
     @property
@@ -165,14 +167,25 @@ class Operator:
                 scale_down_delay_seconds=self.settings.scale_down_delay_seconds,
             ),
         )
+        status_model = decision.status
         if spec is not None and desired is not None:
             try:
                 await self._apply_children(loop, body, spec, desired, decision)
+                loop.apply_error = None
             except ApplyError as error:
                 metrics.RECONCILE_ERRORS.labels(namespace, name).inc()
-                await asyncio.to_thread(self.kube.post_event, namespace, name, uid, _warning("ApplyFailed", str(error)))
-                log.warning("%s: %s", loop.key, error)
-                return ERROR_BACKOFF_SECONDS
+                if str(error) != loop.apply_error:  # one event per distinct failure, not one per retry
+                    await asyncio.to_thread(
+                        self.kube.post_event, namespace, name, uid, Event("Warning", "ApplyFailed", str(error))
+                    )
+                    log.warning("%s: %s", loop.key, error)
+                loop.apply_error = str(error)
+                status_model = status_model.model_copy(
+                    update={
+                        "message": str(error),
+                        "conditions": with_apply_failure(status_model.conditions, str(error), now),
+                    }
+                )
         for event in decision.events:
             await asyncio.to_thread(self.kube.post_event, namespace, name, uid, event)
             log.info("%s: %s: %s", loop.key, event.reason, event.message)
@@ -181,10 +194,12 @@ class Operator:
         if decision.consume_action:
             with contextlib.suppress(ApiException):
                 loop.observe(await asyncio.to_thread(self.kube.clear_action, namespace, name))
-        status = decision.status.to_api()
+        status = status_model.to_api()
         if status != body.get("status"):
             loop.observe(await asyncio.to_thread(self.kube.write_status, namespace, name, status))
         metrics.record_state(namespace, name, decision.status.phase.value, decision.weight)
+        if loop.apply_error:
+            return ERROR_BACKOFF_SECONDS
         return min(decision.requeue_after, self.settings.resync_seconds)
 
     async def _analyse(
@@ -272,9 +287,3 @@ class Operator:
             await asyncio.to_thread(self.kube.delete, namespace, api_version, kind, object_name)
             loop.applied.pop((api_version, kind, object_name), None)
         loop.pruned_for = (wanted, time.monotonic())
-
-
-def _warning(reason: str, message: str) -> Any:
-    from .rollout import Event
-
-    return Event("Warning", reason, message)

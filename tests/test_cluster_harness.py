@@ -246,3 +246,14 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     component.stop(grace=2)
     survivors = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True, check=False).stdout
     assert survivors.strip() == ""
+
+
+def test_volume_refresh_keeps_the_mounted_directory(tmp_path: Path) -> None:
+    """A refresh (new token, changed ConfigMap) must update files in the directory containers have mounted."""
+    pod = {**POD, "spec": {**POD["spec"], "volumes": [{"name": "cfg", "configMap": {"name": "cm"}}]}}
+    prepare_volumes(pod, tmp_path, reader(maps={"cm": {"a": "1", "b": "2"}}))
+    mounted = (tmp_path / "cfg").stat().st_ino
+    prepare_volumes(pod, tmp_path, reader(maps={"cm": {"a": "changed"}}))
+    assert (tmp_path / "cfg").stat().st_ino == mounted
+    assert (tmp_path / "cfg" / "a").read_text() == "changed"
+    assert not (tmp_path / "cfg" / "b").exists()

@@ -108,3 +108,16 @@ def test_invalid_spec_is_failed() -> None:
     status = decision.status.to_api()
     assert kstatus(9, status) == "Failed"
     assert argocd(9, status) == "Degraded"
+
+
+def test_a_failed_apply_is_stalled_not_ready() -> None:
+    from model_operator.conditions import with_apply_failure
+
+    status = HEALTHY.model_copy(
+        update={"conditions": with_apply_failure(HEALTHY.conditions, "no HTTPRoute API", T0 + timedelta(seconds=60))}
+    )
+    document = status.to_api()
+    assert kstatus(int(status.observed_generation or 0), document) == "Failed"
+    assert argocd(int(status.observed_generation or 0), document) == "Degraded"
+    stalled = next(c for c in status.conditions if c.type == "Stalled")
+    assert (stalled.reason, stalled.message) == ("ApplyFailed", "no HTTPRoute API")

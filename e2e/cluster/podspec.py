@@ -8,7 +8,6 @@ import base64
 import math
 import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,11 +158,21 @@ def command_line(container: dict[str, Any], env: dict[str, str], entrypoint: lis
 
 
 def _write_files(directory: Path, files: dict[str, bytes], mode: int) -> None:
+    """Write inside the existing directory, each file replaced atomically, and remove files no longer
+    wanted: running containers see the directory through a bind mount, so the directory itself must
+    stay the same (as the kubelet's atomic writer keeps it)."""
+    directory.mkdir(parents=True, exist_ok=True)
     for relative, content in files.items():
         target = directory / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-        target.chmod(mode)
+        staging = target.with_name(f".{target.name}.tmp")
+        staging.write_bytes(content)
+        staging.chmod(mode)
+        staging.replace(target)
+    wanted = {directory / relative for relative in files}
+    for existing in sorted(directory.rglob("*"), reverse=True):
+        if existing.is_file() and existing not in wanted:
+            existing.unlink()
 
 
 def _selected(data: dict[str, bytes], items: list[dict[str, Any]] | None) -> dict[str, bytes]:
@@ -261,9 +270,7 @@ def projected_files(pod: dict[str, Any], projected: dict[str, Any], reader: Read
 
 
 def _fresh(path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
 
 
 def mount_plan(container: dict[str, Any], volumes: dict[str, tuple[str, bool]]) -> list[dict[str, Any]]:
