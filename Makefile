@@ -2,7 +2,7 @@
 .PHONY: demo test lint crds up down
 
 demo:  ## the embedded demo: local control plane, SmolLM2, a promoted and a rolled-back canary
-	scripts/demo
+	scripts/demo $(ARGS)
 
 test:  ## the whole suite: lint, types, fast tests, end-to-end on a real control plane
 	scripts/test

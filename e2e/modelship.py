@@ -167,7 +167,7 @@ class Deployed:
         )
 
     def get(self) -> dict[str, Any]:
-        body: dict[str, Any] = self.custom.get_namespaced_custom_object(
+        body: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
             "modelship.io", "v1alpha1", self.namespace, "modeldeployments", self.name
         )
         return body
@@ -215,7 +215,8 @@ class Deployed:
 
     def events(self) -> list[str]:
         items = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={self.name}").items
-        return [e.reason for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)]
+        ordered = sorted(items, key=lambda e: str(e.metadata.creation_timestamp))
+        return [str(e.reason) for e in ordered]
 
     def deployments(self) -> dict[str, str]:
         """Deployment name -> uid, for checking that nothing is created twice."""
@@ -223,7 +224,7 @@ class Deployed:
         items = apps.list_namespaced_deployment(
             self.namespace, label_selector=f"modelship.io/model-deployment={self.name}"
         ).items
-        return {d.metadata.name: d.metadata.uid for d in items}
+        return {str(d.metadata.name): str(d.metadata.uid) for d in items}
 
     def history(self) -> list[dict[str, Any]]:
         return list(self.status.get("history", []))

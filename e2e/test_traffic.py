@@ -141,12 +141,12 @@ def test_replicas_mode_rolls_out_with_pods(deployed: Deployed, kubectl: Kubectl)
         new_revision(deployed)
 
         def observe() -> bool:
-            pods = {}
+            pods: dict[str, int] = {}
             for pod in deployed.pods():
                 revision = pod.metadata.labels["modelship.io/revision"]
                 pods[revision] = pods.get(revision, 0) + 1
             counts.append(pods)
-            return deployed.status.get("history", [{}])[-1].get("result") == "Promoted"
+            return bool(deployed.status.get("history", [{}])[-1].get("result") == "Promoted")
 
         wait_until(
             observe,

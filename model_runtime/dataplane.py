@@ -151,7 +151,9 @@ class DataPlane:
             )
         return value
 
-    async def _generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[TokenEvent | Finished]:
+    async def _generate(
+        self, prompt_ids: list[int], params: SamplingParams, stream: bool = True
+    ) -> AsyncIterator[TokenEvent | Finished]:
         assert self.engine is not None
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[TokenEvent | Finished | ApiError] = asyncio.Queue()
@@ -160,7 +162,7 @@ class DataPlane:
         def sink(event: TokenEvent | Finished | ApiError) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        work = GenerationWork(sink=sink, deadline=deadline, prompt_ids=prompt_ids, params=params)
+        work = GenerationWork(sink=sink, deadline=deadline, prompt_ids=prompt_ids, params=params, stream=stream)
         self.drift.observe(prompt_ids)
         self.engine.submit(work)
         try:
@@ -182,17 +184,11 @@ class DataPlane:
             work.cancelled.set()  # a client that went away, or a timeout: the engine drops the sequence
 
     async def _collect(self, prompt_ids: list[int], params: SamplingParams) -> Generated:
-        pieces: list[str] = []
-        tokens: list[TokenEvent] = []
-        async for event in self._generate(prompt_ids, params):
-            if isinstance(event, TokenEvent):
-                pieces.append(event.text)
-                if event.token_id >= 0:
-                    tokens.append(event)
-            else:
-                return Generated(
-                    "".join(pieces), event.finish_reason, event.prompt_tokens, event.completion_tokens, tokens
-                )
+        async for event in self._generate(prompt_ids, params, stream=False):
+            if isinstance(event, Finished):
+                text = "".join(token.text for token in event.tokens)
+                tokens = [token for token in event.tokens if token.token_id >= 0]
+                return Generated(text, event.finish_reason, event.prompt_tokens, event.completion_tokens, tokens)
         raise AssertionError("generation ended without a Finished event")
 
     def _token_text(self, token_id: int) -> str:

@@ -55,6 +55,7 @@ class Finished:
     finish_reason: str  # "stop" or "length"
     prompt_tokens: int
     completion_tokens: int
+    tokens: tuple[TokenEvent, ...] = ()  # for a request that does not stream: every token, delivered once
 
 
 Sink = Callable[[TokenEvent | Finished | ApiError], None]
@@ -74,6 +75,7 @@ class Work:
 class GenerationWork(Work):
     prompt_ids: list[int] = field(default_factory=list)
     params: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=16))
+    stream: bool = True  # False: tokens come with Finished, saving a cross-thread hand-off per token
 
 
 @dataclass
@@ -90,6 +92,13 @@ class _Sequence:
     text: str = ""
     emitted: int = 0
     started: float = 0.0
+    held: list[TokenEvent] = field(default_factory=list)
+
+    def send(self, event: TokenEvent) -> None:
+        if self.work.stream:
+            self.work.sink(event)
+        else:
+            self.held.append(event)
 
 
 class Engine:
@@ -270,7 +279,7 @@ class GenerationEngine(Engine):
         self.metrics.batch(batch)
         output = self.loaded.model(
             input_ids=self.last_tokens.unsqueeze(-1),
-            attention_mask=self.mask,
+            attention_mask=self.mask if self._padded() else None,
             position_ids=self.positions.unsqueeze(-1),
             past_key_values=self.cache,
             use_cache=True,
@@ -306,10 +315,16 @@ class GenerationEngine(Engine):
             assert self.positions is not None
             reason = self._append(sequence, token, logprobs, int(self.positions[index]))
             if reason is not None:
-                sequence.work.sink(Finished(reason, len(sequence.work.prompt_ids), len(sequence.output_ids)))
+                sequence.work.sink(
+                    Finished(reason, len(sequence.work.prompt_ids), len(sequence.output_ids), tuple(sequence.held))
+                )
                 finished.append(index)
         if finished:
             self._drop(finished)
+
+    def _padded(self) -> bool:
+        """Whether any position is padding; without padding the model's causal fast path needs no mask."""
+        return self.mask is not None and bool((self.mask[:, : self.mask.shape[1] - 1] == 0).any())
 
     def _append(self, sequence: _Sequence, token: int, logprobs: TokenLogprobs | None, position: int) -> str | None:
         """Add a token (which would be fed at `position`) to a sequence and emit its text; returns a finish
@@ -343,11 +358,11 @@ class GenerationEngine(Engine):
         safe = max(safe, sequence.emitted)
         delta = text[sequence.emitted : safe]
         sequence.emitted = safe
-        sequence.work.sink(TokenEvent(token, delta, logprobs))
+        sequence.send(TokenEvent(token, delta, logprobs))
 
     def _emit_rest(self, sequence: _Sequence) -> None:
         if sequence.emitted < len(sequence.text):
-            sequence.work.sink(TokenEvent(-1, sequence.text[sequence.emitted :], None))
+            sequence.send(TokenEvent(-1, sequence.text[sequence.emitted :], None))
             sequence.emitted = len(sequence.text)
 
     def _drop(self, indices: list[int]) -> None:

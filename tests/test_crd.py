@@ -126,3 +126,12 @@ def test_openapi_schema_accepts_a_full_spec() -> None:
 
 def test_yaml_parses_back() -> None:
     assert yaml.safe_load(crdgen.render()) == crdgen.crd()
+
+
+def test_field_reference_is_current() -> None:
+    from model_operator.api import reference
+
+    assert reference.REFERENCE.read_text() == reference.render(), "run `python -m model_operator.api.reference`"
+    text = reference.render()
+    assert "| `spec.rollout.steps[].weight` |" in text
+    assert "steps' weights must be strictly rising" in text

