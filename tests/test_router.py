@@ -9,12 +9,13 @@ import json
 import math
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
 
 from model_runtime.router.config import RoutingError, check_revisions, parse_routing
 from model_runtime.router.discovery import FileDiscovery, ready_endpoints
@@ -197,10 +198,38 @@ class Upstream:
             await self.runner.cleanup()
 
 
+class Client:
+    """A small HTTP client for the router under test (aiohttp, from outside the router's own code)."""
+
+    def __init__(self, base: str, session: aiohttp.ClientSession) -> None:
+        self.base, self.session = base, session
+
+    async def post(self, path: str, **kwargs: Any) -> Response:
+        async with self.session.post(self.base + path, **kwargs) as response:
+            return Response(response.status, dict(response.headers), await response.read())
+
+    async def get(self, path: str) -> Response:
+        async with self.session.get(self.base + path) as response:
+            return Response(response.status, dict(response.headers), await response.read())
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    async def json(self) -> Any:
+        return json.loads(self.body)
+
+    async def text(self) -> str:
+        return self.body.decode()
+
+
 @contextlib.asynccontextmanager
 async def router_over(
     tmp_path: Path, routing_config: dict[str, Any], endpoints: dict[str, list[str]], **settings: Any
-) -> AsyncIterator[tuple[TestClient[Any, Any], Router, Path]]:
+) -> AsyncIterator[tuple[Client, Router, Path]]:
     path = tmp_path / "routing.json"
     path.write_text(json.dumps({"routing": routing_config, "endpoints": endpoints}))
     config = RouterSettings.model_validate(
@@ -212,14 +241,15 @@ async def router_over(
     await router.start()
     discovery = FileDiscovery(str(path), state)
     task = asyncio.create_task(discovery.run())
-    client = TestClient(TestServer(router.app()))
-    await client.start_server()
+    server = await router.serve("127.0.0.30", 0)
+    port = server.sockets[0].getsockname()[1]
     await asyncio.sleep(0.05)
     try:
-        yield client, router, path
+        async with aiohttp.ClientSession() as session:
+            yield Client(f"http://127.0.0.30:{port}", session), router, path
     finally:
         task.cancel()
-        await client.close()
+        server.close()
         await router.close()
 
 
@@ -363,3 +393,50 @@ def test_router_settings_need_a_source() -> None:
 
     with pytest.raises(SettingsError, match="routing_configmap and namespace"):
         parse_settings(RouterSettings, [], {}, "router")
+
+
+async def test_malformed_http_gets_a_400_and_the_router_goes_on(tmp_path: Path, upstreams: dict[str, Upstream]) -> None:
+    async with router_over(tmp_path, routing(0), endpoints_of(upstreams)) as (client, _, _):
+        host, port = client.base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"NOT-HTTP garbage\r\n\r\n")
+        answer = await reader.read(4096)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 400")
+        assert b'"type": "invalid_request_error"' in answer
+        assert (await client.post("/v1/completions", json=BODY)).status == 200
+
+
+async def test_a_hanging_pod_is_a_504_and_a_broken_stream_a_502(tmp_path: Path) -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        await asyncio.sleep(5)
+
+    async def break_off(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    hanging = await asyncio.start_server(hang, "127.0.0.40", 0)
+    broken = await asyncio.start_server(break_off, "127.0.0.41", 0)
+    try:
+        for server, status in ((hanging, 504), (broken, 502)):
+            address = f"127.0.0.{40 if server is hanging else 41}:{server.sockets[0].getsockname()[1]}"
+            async with router_over(
+                tmp_path, routing(0, canary_rev=""), {"s1": [address]}, upstream_timeout_seconds=0.5
+            ) as (client, _, _):
+                response = await client.post("/v1/completions", json=BODY)
+                if status == 504:
+                    assert response.status == 504
+                    assert (await response.json())["error"]["type"] == "timeout"
+                else:
+                    assert response.status == 200  # the head was already relayed...
+                    assert b"hello" in response.body  # ...and what came before the break with it
+    except aiohttp.ClientPayloadError:
+        pass  # the client may also see the stream cut short: both are a clear failure, not a hang
+    finally:
+        hanging.close()
+        broken.close()

@@ -112,6 +112,8 @@ HELM = GoTool(
     ldflags=[f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"],
 )
 ALL_TOOLS = (ETCD, KUBERNETES, PROMETHEUS, HELM)
+# Only the router benchmark needs it: an HTTP load generator with a fixed request rate.
+HEY = GoTool(name="hey", module="github.com/rakyll/hey", version="v0.1.5", packages={"hey": "github.com/rakyll/hey"})
 
 
 GO_FALLBACKS = ("/usr/local/go/bin/go",)  # where the official tarball installs Go, often not on PATH

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
-
-from aiohttp import web
 
 from model_runtime.settings import SettingsError, parse_settings
 
@@ -25,9 +24,7 @@ async def run(settings: RouterSettings) -> int:
     state = RouterState(metrics)
     router = Router(settings, state, metrics)
     await router.start()
-    runner = web.AppRunner(router.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port, backlog=1024).start()
+    server = await router.serve(settings.host, settings.port)
     source = (
         FileDiscovery(settings.routing_file, state)
         if settings.routing_file
@@ -37,6 +34,11 @@ async def run(settings: RouterSettings) -> int:
     )
     discovery = asyncio.create_task(source.run())
     log.info("router listening on %s:%d", settings.host, settings.port)
+    # The request path allocates short-lived objects only; collecting them every 700 allocations (the
+    # default) puts millisecond pauses into the latency tail. Start-up objects are frozen out of the
+    # collector's way and young collections made rarer; reference counting still frees almost everything.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -46,8 +48,8 @@ async def run(settings: RouterSettings) -> int:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(router.idle.wait(), timeout=settings.shutdown_timeout_seconds)
     discovery.cancel()
+    server.close()
     await router.close()
-    await runner.cleanup()
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The router's HTTP side: pick a track and a pod, forward the request, relay the answer (streamed
+"""The router's request path: pick a track and a pod, forward the request, relay the answer (streamed
 answers as they come), and send a share of requests to both tracks off the user's path to measure how
 differently they answer.
 
@@ -17,33 +17,20 @@ import time
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from model_runtime.errors import ApiError, BodyTooLarge, NotReady, Unauthorized
+from model_runtime.errors import ApiError, BodyTooLarge, InvalidRequest, NotReady, Unauthorized
 
 from .divergence import mean_divergence, top_tokens
+from .http import Headers, Pool, Reply, Request, ServerProtocol, UpstreamClosed
 from .metrics import RouterMetrics
 from .settings import RouterSettings
 from .split import Endpoint, choose_track, uniform_draw
 from .state import RouterState
 
 log = logging.getLogger("model_runtime.router")
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
 MIRRORED_PATHS = ("/v1/completions", "/v1/chat/completions")
-RETRYABLE = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+JSON = [(b"content-type", b"application/json")]
+LOCAL_ROUTES = {"/health/live": "live", "/health/ready": "ready", "/metrics": "render_metrics"}
 
 
 class NoUpstream(ApiError):
@@ -56,12 +43,18 @@ class BadGateway(ApiError):
     kind = "bad_gateway"
 
 
+class UpstreamTimeout(ApiError):
+    status = 504
+    kind = "timeout"
+
+
 class Router:
     def __init__(self, settings: RouterSettings, state: RouterState, metrics: RouterMetrics) -> None:
         self.settings = settings
         self.state = state
         self.metrics = metrics
-        self.session: aiohttp.ClientSession | None = None
+        self.pool = Pool()
+        self.session: aiohttp.ClientSession | None = None  # mirror probes only: off the user's path
         self.mirror_queue: asyncio.Queue[tuple[str, bytes, Endpoint, Endpoint, dict[str, str]]] = asyncio.Queue(
             maxsize=settings.mirror_queue
         )
@@ -69,89 +62,90 @@ class Router:
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self._workers: list[asyncio.Task[None]] = []
 
     # ---- life -------------------------------------------------------------------------------------
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=None)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=self.settings.upstream_timeout_seconds, sock_connect=2),
-        )
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60, sock_connect=2))
         self._workers = [asyncio.create_task(self._mirror_worker()) for _ in range(self.settings.mirror_workers)]
+
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(
+            lambda: ServerProtocol(self.handle, self.settings.max_body_bytes, _send_error), host, port, backlog=2048
+        )
 
     async def close(self) -> None:
         for worker in self._workers:
             worker.cancel()
+        self.pool.close()
         if self.session is not None:
             await self.session.close()
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes)
-        app.router.add_get("/health/live", self.live)
-        app.router.add_get("/health/ready", self.ready)
-        app.router.add_get("/metrics", self.render_metrics)
-        app.router.add_route("*", "/{tail:.*}", self.proxy)
-        return app
-
-    async def live(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"status": "alive"})
-
-    async def ready(self, request: web.Request) -> web.StreamResponse:
-        if self.draining:
-            return _error(NotReady("draining: the router is shutting down"))
-        if self.state.config is None:
-            return _error(NotReady("no routing config yet"))
-        return web.json_response({"status": "ready", "routing": self.state.describe()})
-
-    async def render_metrics(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
-
-    # ---- proxying ---------------------------------------------------------------------------------
-    async def proxy(self, request: web.Request) -> web.StreamResponse:
+    # ---- one request ------------------------------------------------------------------------------
+    async def handle(self, request: Request, reply: Reply) -> None:
+        local = LOCAL_ROUTES.get(request.path)
+        if local is not None:
+            await getattr(self, local)(reply)
+            return
         started = time.monotonic()
         self.in_flight += 1
         self.idle.clear()
-        track, revision, status = "none", "none", 500
+        track, revision = "none", "none"
         try:
             if self.draining:
                 raise NotReady("the router is shutting down")
             self._authorize(request)
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise BodyTooLarge(f"the request body is over {self.settings.max_body_bytes} bytes") from None
-            response, track, revision = await self._forward(request, body)
-            status = response.status
-            return response
+            track, revision = await self._forward(request, reply)
         except ApiError as error:
-            status = error.status
-            return _error(error)
+            if reply.status:
+                reply.abort()
+            else:
+                _send_error(reply, error.status, error.message, error)
+        except Exception:  # never a crashed connection without an answer
+            log.exception("routing failed")
+            if reply.status:
+                reply.abort()
+            else:
+                _send_error(reply, 500, "internal router error")
         finally:
-            self.metrics.request(track, revision, status, time.monotonic() - started)
+            self.metrics.request(track, revision, reply.status or 500, time.monotonic() - started)
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.idle.set()
 
-    def _authorize(self, request: web.Request) -> None:
+    async def live(self, reply: Reply) -> None:
+        reply.send(200, JSON, b'{"status": "alive"}')
+
+    async def ready(self, reply: Reply) -> None:
+        if self.draining:
+            _send_error(reply, 503, "draining: the router is shutting down", NotReady(""))
+        elif self.state.config is None:
+            _send_error(reply, 503, "no routing config yet", NotReady(""))
+        else:
+            reply.send(200, JSON, json.dumps({"status": "ready", "routing": self.state.describe()}).encode())
+
+    async def render_metrics(self, reply: Reply) -> None:
+        reply.send(200, [(b"content-type", b"text/plain; version=0.0.4")], self.metrics.render())
+
+    def _authorize(self, request: Request) -> None:
         expected = self.settings.api_key
         if not expected or not request.path.startswith("/v1/"):
             return
-        given = request.headers.get("Authorization", "")
+        given = request.header("authorization") or ""
         token = given[7:].strip() if given.startswith("Bearer ") else ""
         if not hmac.compare_digest(token.encode(), expected.encode()):
             raise Unauthorized("a valid API key is required: send Authorization: Bearer <key>")
 
-    async def _forward(self, request: web.Request, body: bytes) -> tuple[web.StreamResponse, str, str]:
+    async def _forward(self, request: Request, reply: Reply) -> tuple[str, str]:
         config = self.state.config
         if config is None:
             raise NoUpstream("the router has no routing config yet")
-        sticky = request.headers.get(config.sticky_header) if config.sticky_header else None
+        sticky = request.header(config.sticky_header) if config.sticky_header else None
         first_choice = choose_track(config, sticky, uniform_draw())
         order = [first_choice, "canary" if first_choice == "stable" else "stable"]
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = request.forward_headers()
         tried: set[str] = set()
-        assert self.session is not None
         for attempt in range(self.settings.attempts):
             endpoint, track = self._pick(order, frozenset(tried))
             if endpoint is None:
@@ -159,28 +153,49 @@ class Router:
             tried.add(endpoint.address)
             if attempt:
                 self.metrics.retries.labels(*self.metrics.identity).inc()
-            try:
-                upstream = await self.session.request(
-                    request.method,
-                    f"http://{endpoint.address}{request.path_qs}",
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                )
-            except RETRYABLE:
-                self._eject(endpoint)
-                continue
-            except TimeoutError:
-                raise BadGateway(f"revision {endpoint.revision} did not answer in time") from None
-            if upstream.status == 503 and await _draining(upstream):
-                upstream.release()
-                self._eject(endpoint)
-                continue
-            response = await self._relay(request, upstream)
-            if upstream.status == 200 and config.mirror_percent and config.task == "text-generation":
-                self._maybe_mirror(request.path, body, headers, config.mirror_percent)
-            return response, track, endpoint.revision
+            if await self._try(endpoint, request, headers, reply):
+                if reply.status == 200 and config.mirror_percent and config.task == "text-generation":
+                    self._maybe_mirror(request, config.mirror_percent)
+                return track, endpoint.revision
+            self._eject(endpoint)
         raise NoUpstream(f"no pod answered ({self.state.describe()}; tried {len(tried)})")
+
+    async def _try(self, endpoint: Endpoint, request: Request, headers: Headers, reply: Reply) -> bool:
+        """Send to one pod and relay its answer; False when the pod refused, so another may be tried."""
+        try:
+            connection = await self.pool.acquire(endpoint.address)
+        except (OSError, TimeoutError):
+            return False
+        # A timer rather than asyncio.timeout(): it costs less on every request, and on expiry dropping
+        # the connection is the right thing to do anyway.
+        timer = asyncio.get_running_loop().call_later(self.settings.upstream_timeout_seconds, connection.expire)
+        try:
+            head = await connection.request(request.method, request.target, endpoint.address, headers, request.body)
+            if head.status == 503:
+                data = await connection.read()
+                self.pool.release(endpoint.address, connection, head.keep_alive)
+                if _draining(data):
+                    return False
+                reply.send(503, head.headers, data)
+                return True
+            if (head.header("content-type") or "").startswith("text/event-stream"):
+                reply.start(head.status, head.headers)
+                async for chunk in connection.body():
+                    reply.write(chunk)
+                reply.end()
+            else:
+                reply.send(head.status, head.headers, await connection.read())
+            self.pool.release(endpoint.address, connection, head.keep_alive)
+            return True
+        except UpstreamClosed:
+            connection.close()
+            if connection.timed_out:
+                raise UpstreamTimeout(f"revision {endpoint.revision} did not answer in time") from None
+            if reply.status:  # the answer had started: it cannot be sent again
+                raise BadGateway(f"revision {endpoint.revision} broke off its answer") from None
+            return False
+        finally:
+            timer.cancel()
 
     def _pick(self, order: list[str], avoid: frozenset[str]) -> tuple[Endpoint | None, str]:
         for track in order:
@@ -196,23 +211,9 @@ class Router:
         if pool is not None:
             pool.eject(endpoint.address)
 
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-        try:
-            if upstream.headers.get("Content-Type", "").startswith("text/event-stream"):
-                response = web.StreamResponse(status=upstream.status, headers=headers)
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-            return web.Response(status=upstream.status, body=await upstream.read(), headers=headers)
-        finally:
-            upstream.release()
-
     # ---- mirroring --------------------------------------------------------------------------------
-    def _maybe_mirror(self, path: str, body: bytes, headers: dict[str, str], percent: float) -> None:
-        if path not in MIRRORED_PATHS or random.random() * 100 >= percent:
+    def _maybe_mirror(self, request: Request, percent: float) -> None:
+        if request.path not in MIRRORED_PATHS or random.random() * 100 >= percent:
             return
         stable_pool, _ = self.state.pool("stable")
         canary_pool, _ = self.state.pool("canary")
@@ -220,9 +221,9 @@ class Router:
         canary = canary_pool.pick() if canary_pool else None
         if stable is None or canary is None:
             return
-        auth = {k: v for k, v in headers.items() if k.lower() == "authorization"}
+        auth = {"Authorization": value} if (value := request.header("authorization")) else {}
         try:
-            self.mirror_queue.put_nowait((path, body, stable, canary, auth))
+            self.mirror_queue.put_nowait((request.path, request.body, stable, canary, auth))
         except asyncio.QueueFull:
             self.metrics.mirror_dropped.labels(*self.metrics.identity).inc()
 
@@ -237,7 +238,6 @@ class Router:
 
     async def _compare(self, path: str, body: bytes, stable: Endpoint, canary: Endpoint, auth: dict[str, str]) -> None:
         probe = probe_request(path, json.loads(body), self.settings.divergence_tokens, self.settings.divergence_top_k)
-        assert self.session is not None
         answers = await asyncio.gather(*(self._probe(e, path, probe, auth) for e in (stable, canary)))
         divergence = mean_divergence(top_tokens(answers[0]), top_tokens(answers[1]))
         if divergence is None:
@@ -274,14 +274,25 @@ def probe_request(path: str, original: dict[str, Any], tokens: int, top_k: int) 
     }
 
 
-async def _draining(upstream: aiohttp.ClientResponse) -> bool:
+def _draining(body: bytes) -> bool:
     """A 503 that means "not taking requests" (the request was not processed), not an answer to relay."""
     try:
-        document = await upstream.json(content_type=None)
-    except (ValueError, aiohttp.ClientError):
+        document = json.loads(body)
+    except ValueError:
         return False
-    return isinstance(document, dict) and document.get("error", {}).get("type") == "not_ready"
+    return (
+        isinstance(document, dict)
+        and isinstance(document.get("error"), dict)
+        and document["error"].get("type") == "not_ready"
+    )
 
 
-def _error(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.status)
+ERRORS_BY_STATUS: dict[int, type[ApiError]] = {400: InvalidRequest, 413: BodyTooLarge, 503: NotReady}
+
+
+def _send_error(reply: Reply, status: int, message: str, error: ApiError | None = None) -> None:
+    failure = error or ERRORS_BY_STATUS.get(status, ApiError)(message)
+    failure.status = status
+    body = failure.body()
+    body["error"]["message"] = message
+    reply.send(status, JSON, json.dumps(body).encode())
