@@ -375,3 +375,42 @@ def test_a_dead_component_is_reported_and_down_leaves_nothing(tmp_path: Path) ->
                 continue
     assert not leftovers, f"processes left behind by down: {leftovers}"
     assert not Path(root).exists()
+
+
+def test_a_volume_over_the_checkout_does_not_hide_the_image(
+    kubectl: Kubectl, core: client.CoreV1Api, namespace: str
+) -> None:
+    """The repository and its Python stand in for the image; a pod mounting an emptyDir over the directory
+    the checkout lives in (as /tmp over a clone under /tmp) must still run ModelShip's code."""
+    repo_parent = str(Path(__file__).resolve().parents[2])
+    kubectl.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "shadow"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "python:3.11",
+                            "command": ["python3", "-c", "import model_runtime, torch; print('IMPORTED')"],
+                            "volumeMounts": [{"name": "scratch", "mountPath": repo_parent}],
+                        }
+                    ],
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                },
+            }
+        ),
+        namespace,
+    )
+    wait_until(
+        lambda: core.read_namespaced_pod("shadow", namespace).status.phase in ("Succeeded", "Failed"),
+        "the pod to finish",
+        60,
+    )
+    assert core.read_namespaced_pod("shadow", namespace).status.phase == "Succeeded", kubectl(
+        "logs", "shadow", "-n", namespace
+    ).stdout
+    assert "IMPORTED" in kubectl("logs", "shadow", "-n", namespace).stdout

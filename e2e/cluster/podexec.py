@@ -20,12 +20,19 @@ def _mount(*args: str) -> None:
         raise SystemExit(f"podexec: mount {' '.join(args)} failed: {result.stderr.strip()}")
 
 
+def _bind(handle: int, target: str) -> None:
+    _mount("--bind", f"/proc/{os.getpid()}/fd/{handle}", target)
+
+
 def apply(plan: dict[str, object]) -> None:
     mounts = plan.get("mounts", [])
+    image = plan.get("imagePaths", [])
     assert isinstance(mounts, list)
+    assert isinstance(image, list)
     # Hold every source open first: a mount over /tmp would otherwise hide sources that live under /tmp
     # (the pod runner's state does). Binding from /proc/PID/fd/N reaches them whatever is mounted since.
     handles = {mount["source"]: os.open(mount["source"], os.O_PATH) for mount in mounts}
+    image_handles = {path: os.open(path, os.O_PATH) for path in image if Path(path).exists()}
     for mount in mounts:
         source, target = mount["source"], mount["target"]
         # Mount points must exist; like a container runtime we create them (empty) if the image lacks them.
@@ -34,10 +41,16 @@ def apply(plan: dict[str, object]) -> None:
         else:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
             Path(target).touch(exist_ok=True)
-        _mount("--bind", f"/proc/{os.getpid()}/fd/{handles[source]}", target)
+        _bind(handles[source], target)
         if mount.get("readOnly"):
             _mount("-o", "remount,bind,ro", target)
-    for handle in handles.values():
+    # The "image" (the repository and its Python environment) must stay visible even when a volume is
+    # mounted over a directory it lives in (an emptyDir at /tmp over a checkout under /tmp).
+    for path, handle in image_handles.items():
+        if not Path(path).exists() or not os.path.samestat(os.stat(path), os.fstat(handle)):
+            Path(path).mkdir(parents=True, exist_ok=True)
+            _bind(handle, path)
+    for handle in [*handles.values(), *image_handles.values()]:
         os.close(handle)
     if plan.get("readOnlyRootFilesystem"):
         _mount("-o", "remount,bind,ro", "/")

@@ -38,6 +38,11 @@ MAX_BACKOFF_SECONDS = 300.0
 TOKEN_REFRESH_SECONDS = 600.0
 
 
+def image_paths() -> list[str]:
+    """What stands in for the container image: the repository and the Python environment."""
+    return sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix})
+
+
 def now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -195,6 +200,7 @@ class PodSupervisor(threading.Thread):
                 "env": env,
                 "workingDir": spec.get("workingDir"),
                 "mounts": mount_plan(spec, self.volumes),
+                "imagePaths": image_paths(),
                 "readOnlyRootFilesystem": read_only_root(pod, spec),
             }
         except PodNotReadyToStart as waiting:
