@@ -21,7 +21,8 @@ def _mount(*args: str) -> None:
 
 
 def _bind(handle: int, target: str) -> None:
-    _mount("--bind", f"/proc/{os.getpid()}/fd/{handle}", target)
+    # --no-canonicalize: the kernel must follow the fd itself; a resolved path could lead into a new mount.
+    _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{handle}", target)
 
 
 def apply(plan: dict[str, object]) -> None:
