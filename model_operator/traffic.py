@@ -49,11 +49,19 @@ class TrafficRouter(Protocol):
         ...
 
 
-class RouterTraffic:
-    """The ModelShip router splits by weight and mirrors; both tracks run at full size."""
+class FullSizeTracks:
+    """Modes that split requests, not pods: both tracks run at full size, and a revision at weight 0
+    takes no traffic, so it can stay up."""
 
     def replicas(self, total: int, weight: int) -> tuple[int, int]:
         return total, total
+
+    def keeps_idle_pods(self) -> bool:
+        return True
+
+
+class RouterTraffic(FullSizeTracks):
+    """The ModelShip router splits by weight and mirrors."""
 
     def objects(
         self,
@@ -67,15 +75,9 @@ class RouterTraffic:
     ) -> list[dict[str, Any]]:
         return router_objects(name, spec, settings, routing_config(spec, stable, canary, weight))
 
-    def keeps_idle_pods(self) -> bool:
-        return True
 
-
-class GatewayTraffic:
+class GatewayTraffic(FullSizeTracks):
     """An HTTPRoute with weighted backendRefs to the per-revision Services."""
-
-    def replicas(self, total: int, weight: int) -> tuple[int, int]:
-        return total, total
 
     def objects(
         self,
@@ -88,9 +90,6 @@ class GatewayTraffic:
         weight: int,
     ) -> list[dict[str, Any]]:
         return [http_route(name, namespace, spec, stable, canary, weight)]
-
-    def keeps_idle_pods(self) -> bool:
-        return True
 
 
 class ReplicaTraffic:

@@ -239,14 +239,7 @@ class DataPlane:
         }
         if request.logprobs is not None:
             choice["logprobs"] = self.completion_logprobs(result.logprobs)
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": self.settings.model_name,
-            "choices": [choice],
-            "usage": _usage(result),
-        }
+        return self._envelope("cmpl", "text_completion", choice, result)
 
     async def completion_stream(
         self, request: CompletionRequest, ids: list[int], params: SamplingParams
@@ -338,9 +331,12 @@ class DataPlane:
         }
         if request.logprobs:
             choice["logprobs"] = self.chat_logprobs(result.logprobs)
+        return self._envelope("chatcmpl", "chat.completion", choice, result)
+
+    def _envelope(self, prefix: str, kind: str, choice: dict[str, Any], result: Generated) -> dict[str, Any]:
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
+            "id": f"{prefix}-{uuid.uuid4().hex}",
+            "object": kind,
             "created": int(time.time()),
             "model": self.settings.model_name,
             "choices": [choice],
