@@ -406,7 +406,7 @@ def test_a_volume_over_the_checkout_does_not_hide_the_image(
         namespace,
     )
     wait_until(
-        lambda: core.read_namespaced_pod("shadow", namespace).status.phase in ("Succeeded", "Failed"),
+        lambda: str(core.read_namespaced_pod("shadow", namespace).status.phase) in ("Succeeded", "Failed"),
         "the pod to finish",
         60,
     )
