@@ -76,23 +76,31 @@ class LoadedModel:
         return self.placement.device
 
 
-def _source(path: Path) -> tuple[str, dict[str, Any]]:
-    """from_pretrained's first argument and extra keywords for a folder or a GGUF file."""
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ModelLoadError(f"GGUF file {path} does not exist")
-        return str(path.parent), {"gguf_file": path.name}
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"{path} is neither a .gguf file nor a model folder with config.json")
-    return str(path), {}
+def source_of(path: str) -> tuple[str, dict[str, Any], bool]:
+    """from_pretrained's first argument, extra keywords, and whether it is local, for a model folder, a
+    .gguf file, or hf://ORG/NAME[@REVISION] (downloaded from the Hugging Face hub at start-up)."""
+    if path.startswith("hf://"):
+        name, _, revision = path.removeprefix("hf://").partition("@")
+        if name.count("/") != 1 or not all(name.split("/")):
+            raise ModelLoadError(f"{path} is not hf://ORG/NAME[@REVISION]")
+        return name, ({"revision": revision} if revision else {}), False
+    local = Path(path)
+    if local.suffix == ".gguf":
+        if not local.is_file():
+            raise ModelLoadError(f"GGUF file {local} does not exist")
+        return str(local.parent), {"gguf_file": local.name}, True
+    if not (local / "config.json").is_file():
+        raise ModelLoadError(f"{local} is neither a .gguf file nor a model folder with config.json")
+    return str(local), {}, True
 
 
 def load(path: str, task: str, placement: Placement) -> LoadedModel:
-    """Load weights and tokenizer from local files only (no hub access at run time)."""
+    """Load weights and tokenizer; a local folder or GGUF file never reaches out to the hub."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    source, extra = _source(Path(path))
+    source, extra, local = source_of(path)
+    if local:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model must never trigger a download
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **extra)
         loader = AutoModelForCausalLM if task == "text-generation" else AutoModel

@@ -142,3 +142,24 @@ async def test_embeddings_are_normalised_and_batched(tmp_path: Any) -> None:
         assert empty.status == 400
         generation = await client.post("/v1/completions", json={"model": "model", "prompt": "x"})
         assert generation.status == 400
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("hf://HuggingFaceTB/SmolLM2-135M-Instruct", ("HuggingFaceTB/SmolLM2-135M-Instruct", {}, False)),
+        ("hf://org/name@v1.2", ("org/name", {"revision": "v1.2"}, False)),
+    ],
+)
+def test_hub_uris_resolve_to_a_repository_and_revision(uri: str, expected: tuple[Any, ...]) -> None:
+    from model_runtime.model import source_of
+
+    assert source_of(uri) == expected
+
+
+@pytest.mark.parametrize("uri", ["hf://justorg", "hf://a/b/c", "hf:///name"])
+def test_bad_hub_uris_are_refused(uri: str) -> None:
+    from model_runtime.model import source_of
+
+    with pytest.raises(ModelLoadError, match="not hf://ORG/NAME"):
+        source_of(uri)
