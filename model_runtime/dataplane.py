@@ -210,6 +210,7 @@ class DataPlane:
             seed=request.seed,
             stop=request.stop_sequences(),
             top_logprobs=request.logprobs,
+            ignore_eos=request.ignore_eos,
         )
         return request, ids, params
 
@@ -303,6 +304,7 @@ class DataPlane:
             seed=request.seed,
             stop=request.stop_sequences(),
             top_logprobs=top,
+            ignore_eos=request.ignore_eos,
         )
         return request, ids, params
 

@@ -330,7 +330,7 @@ class GenerationEngine(Engine):
         """Add a token (which would be fed at `position`) to a sequence and emit its text; returns a finish
         reason when the sequence is done."""
         params = sequence.work.params
-        if token in self.loaded.eos_token_ids:
+        if token in self.loaded.eos_token_ids and not params.ignore_eos:
             self._emit_rest(sequence)
             return "stop"
         sequence.output_ids.append(token)

@@ -16,6 +16,7 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     top_logprobs: int | None = None  # alternatives reported per token; None reports no logprobs at all
+    ignore_eos: bool = False
 
     @property
     def greedy(self) -> bool:

@@ -27,6 +27,9 @@ class Sampling(Body):
     n: Literal[1] = 1
     user: str | None = None
     stream_options: dict[str, Any] | None = None
+    # vLLM's extension, which the router's mirror probes use: keep generating past end-of-sequence so that
+    # both tracks' next-token distributions are compared at every probed position.
+    ignore_eos: bool = False
 
     @field_validator("stop")
     @classmethod

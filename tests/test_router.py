@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -111,6 +112,8 @@ def test_divergence_identical_is_zero_and_disjoint_is_high() -> None:
     assert near < 0.01
     assert mean_divergence([a, a], [a]) == pytest.approx(0.0)
     assert mean_divergence([], [a]) is None
+    assert mean_divergence([{}, {}], [a, a]) is None  # positions without alternatives compare nothing
+    assert mean_divergence([{}, a], [a, a]) == pytest.approx(0.0)
 
 
 def test_top_tokens_reads_both_response_shapes() -> None:
@@ -148,10 +151,18 @@ def test_ready_endpoints_skip_unready_and_terminating_pods() -> None:
 
 def test_probe_request_is_greedy_with_logprobs() -> None:
     probe = probe_request("/v1/completions", {"model": "m", "prompt": "p", "max_tokens": 300, "stream": True}, 4, 10)
-    assert probe == {"model": "m", "prompt": "p", "max_tokens": 4, "temperature": 0.0, "logprobs": 10}
+    assert probe == {
+        "model": "m",
+        "prompt": "p",
+        "max_tokens": 4,
+        "temperature": 0.0,
+        "logprobs": 10,
+        "ignore_eos": True,  # an answer that ends at once still yields distributions to compare
+    }
     chat = probe_request("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]}, 4, 5)
     assert chat["logprobs"] is True
     assert chat["top_logprobs"] == 5
+    assert chat["ignore_eos"] is True
 
 
 # ---- the proxy, in-process ------------------------------------------------------------------------------
@@ -360,6 +371,26 @@ async def test_mirroring_measures_divergence_off_the_users_path(tmp_path: Path, 
         next(line for line in text.splitlines() if line.startswith("modelship_output_divergence_sum")).rsplit(" ", 1)[1]
     ) / float(count.rsplit(" ", 1)[1])
     assert mean > 0.5  # the stand-in canary answers differently
+
+
+async def test_comparisons_without_logprobs_are_counted_and_logged_once(
+    tmp_path: Path, upstreams: dict[str, Upstream], caplog: pytest.LogCaptureFixture
+) -> None:
+    for pod in upstreams.values():
+        pod.top = {}  # answers that carry no distributions: nothing to compare
+    async with router_over(
+        tmp_path, routing(10, mirrorPercent=100, task="text-generation"), endpoints_of(upstreams)
+    ) as (client, _, _):
+        with caplog.at_level(logging.WARNING, logger="model_runtime.router"):
+            for _ in range(10):
+                assert (await client.post("/v1/completions", json=BODY)).status == 200
+            await asyncio.sleep(0.5)
+        text = await (await client.get("/metrics")).text()
+    errors = next(line for line in text.splitlines() if line.startswith("modelship_router_mirror_errors_total"))
+    assert float(errors.rsplit(" ", 1)[1]) >= 5
+    warnings = [r for r in caplog.records if "mirror comparison failed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "no token logprobs" in warnings[0].getMessage()
 
 
 async def test_full_mirror_queue_drops_and_counts(tmp_path: Path, upstreams: dict[str, Upstream]) -> None:

@@ -136,6 +136,11 @@ def test_end_of_text_stops_with_reason_stop(tiny_loaded: Any, monkeypatch: pytes
     ids, _, reason = run_all(tiny_loaded, [prompt], [SamplingParams(max_new_tokens=6, temperature=0.0)])[0]
     assert reason == "stop"
     assert ids == first[:2]
+    # The router's mirror probes ask to go on past end-of-text, to compare distributions at every position.
+    params = SamplingParams(max_new_tokens=6, temperature=0.0, ignore_eos=True)
+    ids, _, reason = run_all(tiny_loaded, [prompt], [params])[0]
+    assert reason == "length"
+    assert ids == first
 
 
 def test_nucleus_filter_keeps_the_smallest_head() -> None:

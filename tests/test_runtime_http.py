@@ -26,6 +26,7 @@ BAD_REQUESTS = [
     ("missing-prompt", "/v1/completions", {"model": "model"}, 422, "prompt: Field required"),
     ("missing-model", "/v1/completions", {"prompt": "x"}, 422, "model: Field required"),
     ("unknown-field", "/v1/completions", {**GOOD, "best_of": 3}, 422, "best_of"),
+    ("ignore-eos-string", "/v1/completions", {**GOOD, "ignore_eos": "yes"}, 422, "ignore_eos"),
     ("empty-prompt", "/v1/completions", {**GOOD, "prompt": ""}, 400, "must not be empty"),
     ("max-tokens-over-cap", "/v1/completions", {**GOOD, "max_tokens": 100_000}, 400, "the limit is"),
     ("max-tokens-zero", "/v1/completions", {**GOOD, "max_tokens": 0}, 400, "max_tokens"),

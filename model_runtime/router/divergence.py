@@ -37,11 +37,11 @@ def position_divergence(a: TopTokens, b: TopTokens) -> float:
 
 
 def mean_divergence(a: Sequence[TopTokens], b: Sequence[TopTokens]) -> float | None:
-    """Mean over the positions both answers have; None when there is nothing to compare."""
-    count = min(len(a), len(b))
-    if count == 0:
+    """Mean over the positions both answers report alternatives for; None when there is nothing to compare."""
+    pairs = [(x, y) for x, y in zip(a, b, strict=False) if x and y]
+    if not pairs:
         return None
-    return sum(position_divergence(a[i], b[i]) for i in range(count)) / count
+    return sum(position_divergence(x, y) for x, y in pairs) / len(pairs)
 
 
 def top_tokens(response: Mapping[str, Any]) -> list[dict[str, float]]:

@@ -29,6 +29,7 @@ from .state import RouterState
 
 log = logging.getLogger("model_runtime.router")
 MIRRORED_PATHS = ("/v1/completions", "/v1/chat/completions")
+MIRROR_WARNING_EVERY_SECONDS = 60.0
 JSON = [(b"content-type", b"application/json")]
 LOCAL_ROUTES = {"/health/live": "live", "/health/ready": "ready", "/metrics": "render_metrics"}
 
@@ -63,6 +64,7 @@ class Router:
         self.idle = asyncio.Event()
         self.idle.set()
         self._workers: list[asyncio.Task[None]] = []
+        self._mirror_warned = -MIRROR_WARNING_EVERY_SECONDS
 
     # ---- life -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -233,17 +235,24 @@ class Router:
             try:
                 await self._compare(path, body, stable, canary, auth)
             except Exception as error:  # a comparison must never take the worker down
-                self.metrics.mirror_errors.labels(*self.metrics.identity).inc()
-                log.debug("mirror comparison failed: %s", error)
+                self._mirror_failed(f"{type(error).__name__}: {error}")
 
     async def _compare(self, path: str, body: bytes, stable: Endpoint, canary: Endpoint, auth: dict[str, str]) -> None:
         probe = probe_request(path, json.loads(body), self.settings.divergence_tokens, self.settings.divergence_top_k)
         answers = await asyncio.gather(*(self._probe(e, path, probe, auth) for e in (stable, canary)))
         divergence = mean_divergence(top_tokens(answers[0]), top_tokens(answers[1]))
         if divergence is None:
-            self.metrics.mirror_errors.labels(*self.metrics.identity).inc()
+            self._mirror_failed("an answer carried no token logprobs to compare")
             return
         self.metrics.divergence.labels(*self.metrics.identity, canary.revision).observe(divergence)
+
+    def _mirror_failed(self, why: str) -> None:
+        """Counted always; logged at most once a minute, since drift without comparisons cannot be judged."""
+        self.metrics.mirror_errors.labels(*self.metrics.identity).inc()
+        now = time.monotonic()
+        if now - self._mirror_warned >= MIRROR_WARNING_EVERY_SECONDS:
+            self._mirror_warned = now
+            log.warning("mirror comparison failed (counted in modelship_router_mirror_errors_total): %s", why)
 
     async def _probe(self, endpoint: Endpoint, path: str, probe: dict[str, Any], auth: dict[str, str]) -> Any:
         assert self.session is not None
@@ -264,6 +273,7 @@ def probe_request(path: str, original: dict[str, Any], tokens: int, top_k: int) 
             "temperature": 0.0,
             "logprobs": True,
             "top_logprobs": top_k,
+            "ignore_eos": True,
         }
     return {
         "model": original["model"],
@@ -271,6 +281,7 @@ def probe_request(path: str, original: dict[str, Any], tokens: int, top_k: int) 
         "max_tokens": tokens,
         "temperature": 0.0,
         "logprobs": top_k,
+        "ignore_eos": True,
     }
 
 
