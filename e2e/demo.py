@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -58,13 +59,7 @@ SPEC: dict[str, Any] = {
         "abortScaleDownDelaySeconds": 60,
     },
 }
-PROMPTS = [
-    "What is the capital of France?",
-    "Give me one tip for writing clean code.",
-    "Say hello in Spanish.",
-    "What does a canary release do?",
-    "Name a planet in the solar system.",
-]
+PROMPT = "What does a canary release do?"
 
 
 @dataclass
@@ -76,6 +71,7 @@ class Watch:
     events: deque[str] = field(default_factory=lambda: deque(maxlen=8))
     marks: list[tuple[float, str]] = field(default_factory=list)
     stage: str = ""
+    echo: bool = False  # print events as lines too (when the output is not a terminal, Live draws only once)
 
 
 def prepare_models(root: Path, tiny: bool, say: Any) -> Path:
@@ -152,6 +148,8 @@ def sample(watch: Watch, deployed: Deployed, seen_events: set[str]) -> None:
         seen_events.add(str(event.metadata.uid))
         stamp = time.strftime("%H:%M:%S")
         watch.events.append(f"{stamp} {event.reason}: {event.message}")
+        if watch.echo:
+            print(f"{stamp} {event.reason}: {event.message}", flush=True)
         if event.reason in ("Promoted", "RolledBack", "RolloutStarted"):
             watch.marks.append((time.time() - watch.started, event.reason))
 
@@ -261,18 +259,21 @@ def main(argv: list[str] | None = None) -> int:
         api = config.new_client_from_config(config_file=cluster.kubeconfig)
         deployed = Deployed(kubectl, client.CoreV1Api(api), client.CustomObjectsApi(api), NAMESPACE, NAME)
         spec = SPEC if not args.tiny else merged(SPEC, {"rollout": {"analysis": {"thresholds": {"drift": 0.1}}}})
-        watch = Watch()
+        watch = Watch(echo=not console.is_terminal)
+        serving = threading.Event()  # load starts once the first revision serves: no failures while it boots
         load = LoadGenerator(
-            lambda: deployed.ready_addresses("router"),
+            lambda: deployed.ready_addresses("router") if serving.is_set() else [],
             rate=3.0 if not args.tiny else 15.0,
             concurrency=16,
-            body={"model": NAME, "prompt": PROMPTS[0], "max_tokens": 8, "temperature": 0},
+            body={"model": NAME, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8, "temperature": 0},
             max_seconds=1200,
+            path="/v1/chat/completions",
         )
         with load, Live(console=console, refresh_per_second=2) as live:
             watch.stage = "1/3 deploying the first revision"
             deployed.apply(spec)
             run_until(watch, deployed, load, live, lambda s: s.get("phase") == "Healthy", 300)
+            serving.set()
             watch.stage = "2/3 a good revision (new batching settings): canaried, then promoted"
             deployed.patch({"runtime": {"batching": {"maxBatchSize": 12}}})
             before = len(deployed.history())

@@ -62,8 +62,10 @@ class LoadGenerator:
         body: dict[str, Any] | None = None,
         timeout: float = 30.0,
         max_seconds: float = 600.0,
+        path: str = "/v1/completions",
     ) -> None:
         self.targets = targets
+        self.path = path
         self.rate = rate
         self.concurrency = concurrency
         self.body = body or {"model": "tiny", "prompt": "hello world", "max_tokens": 4, "temperature": 0}
@@ -113,7 +115,7 @@ class LoadGenerator:
     async def _one(self, session: aiohttp.ClientSession, base: str, gate: asyncio.Semaphore) -> None:
         began = time.monotonic()
         try:
-            async with session.post(f"{base}/v1/completions", json=self.body) as response:
+            async with session.post(f"{base}{self.path}", json=self.body) as response:
                 await response.read()
                 self.report.results.append(
                     Result(
