@@ -53,7 +53,8 @@ SPEC: dict[str, Any] = {
             "interval": "3s",
             "minRequests": 40,
             "noDataTimeout": "5m",
-            "thresholds": {"p99LatencySeconds": 4.0, "errorRate": 0.02, "drift": 0.15},
+            # SmolLM2 on 2 CPU cores: about 1 s for 8 tokens alone, a P99 near 5 s under the demo's load.
+            "thresholds": {"p99LatencySeconds": 10.0, "errorRate": 0.02, "drift": 0.15},
         },
         "progressDeadlineSeconds": 180,
         "abortScaleDownDelaySeconds": 60,
