@@ -32,7 +32,7 @@ from e2e.cluster import tools
 from e2e.cluster.controlplane import ClusterInfo, ControlPlane
 from e2e.conftest import Kubectl
 from e2e.load import LoadGenerator
-from e2e.modelship import Deployed, install_operator, merged, model_volume
+from e2e.modelship import Deployed, install_operator, merged, model_volume, rollout_ended
 
 NAMESPACE = "demo"
 NAME = "assistant"
@@ -277,15 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             serving.set()
             watch.stage = "2/3 a good revision (new batching settings): canaried, then promoted"
             deployed.patch({"runtime": {"batching": {"maxBatchSize": 12}}})
-            before = len(deployed.history())
-            run_until(
-                watch,
-                deployed,
-                load,
-                live,
-                lambda s: len(s.get("history", [])) > before and s["history"][-1]["result"] != "Superseded",
-                400,
-            )
+            before = deployed.last_entry()
+            run_until(watch, deployed, load, live, lambda s: rollout_ended(s, before), 400)
             watch.stage = "3/3 a bad revision (it fails 30% of requests): canaried, then rolled back"
             deployed.patch(
                 {
@@ -297,8 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 }
             )
-            before = len(deployed.history())
-            run_until(watch, deployed, load, live, lambda s: len(s.get("history", [])) > before, 400)
+            before = deployed.last_entry()
+            run_until(watch, deployed, load, live, lambda s: rollout_ended(s, before), 400)
             end = time.monotonic() + 10
             while time.monotonic() < end:  # a few seconds of stable serving after the rollback
                 sample(watch, deployed, watch._seen)  # type: ignore[attr-defined]

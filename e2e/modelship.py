@@ -23,6 +23,7 @@ OPERATOR_NAMESPACE = "modelship-system"
 RELEASE = "modelship"
 
 # Fast rollouts for tests: analysis every 2s, short steps, small evidence requirements.
+ROLLOUT_ENDINGS = ("Promoted", "RolledBack", "Aborted")
 BASE_SPEC: dict[str, Any] = {
     "model": {"uri": "pvc://models/tiny"},
     "runtime": {
@@ -135,6 +136,13 @@ def merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def rollout_ended(status: dict[str, Any], since: dict[str, Any] | None) -> bool:
+    """Whether the newest history entry is a rollout's end recorded after `since`. The history keeps only
+    the last entries, so a new one is told by its content, not by the count."""
+    history = status.get("history") or []
+    return bool(history) and history[-1] != since and history[-1]["result"] in ROLLOUT_ENDINGS
+
+
 class Deployed:
     """One ModelDeployment under test."""
 
@@ -186,6 +194,15 @@ class Deployed:
 
         result: dict[str, Any] = wait_until(check, f"{self.name}: {what}", timeout, interval=0.5)
         return result
+
+    def wait_rollout_end(self, since: dict[str, Any] | None, what: str, timeout: float) -> dict[str, Any]:
+        """The history entry of the rollout that ends after `since` (the newest entry when it began)."""
+        entry: dict[str, Any] = self.wait(lambda s: rollout_ended(s, since), what, timeout)["history"][-1]
+        return entry
+
+    def last_entry(self) -> dict[str, Any] | None:
+        history = self.history()
+        return history[-1] if history else None
 
     def wait_phase(self, phase: str, timeout: float = 120) -> dict[str, Any]:
         return self.wait(

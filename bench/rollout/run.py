@@ -27,17 +27,13 @@ from e2e.test_rollouts import FAULTS, _time_to_rollback, new_revision
 
 
 def rollout(deployed: Deployed, *env: dict[str, str]) -> tuple[dict[str, object], object]:
-    before = len(deployed.history())
+    before = deployed.last_entry()
     with deployed.load(rate=25) as load:
         time.sleep(2)
         new_revision(deployed, *env)
-        status = deployed.wait(
-            lambda s: len(s.get("history", [])) > before and s["history"][-1]["result"] in ("Promoted", "RolledBack"),
-            "the rollout to end",
-            300,
-        )
+        entry = deployed.wait_rollout_end(before, "the rollout to end", 300)
         time.sleep(1)
-    return status["history"][-1], load
+    return entry, load
 
 
 def main() -> int:
