@@ -52,6 +52,16 @@ class Kubectl:
         extra = ["-n", namespace] if namespace else []
         return self("apply", "--server-side", "--field-manager=e2e", *extra, "-f", "-", stdin=manifest, check=check)
 
+    def wait_established(self, crd: str, timeout: float = 30) -> None:
+        """Polled rather than `kubectl wait --for=condition=Established`, which fails outright when it reads
+        a CRD before the API server has written any condition (kubernetes/kubernetes#66439)."""
+        query = '{.status.conditions[?(@.type=="Established")].status}'
+        wait_until(
+            lambda: self("get", "crd", crd, "-o", f"jsonpath={query}", check=False).stdout.strip() == "True",
+            f"CRD {crd} to be established",
+            timeout,
+        )
+
 
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
@@ -100,7 +110,7 @@ def core(api: client.ApiClient) -> client.CoreV1Api:
 @pytest.fixture(scope="session")
 def crds(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/modeldeployments.modelship.io", "--timeout=30s")
+    kubectl.wait_established("modeldeployments.modelship.io")
 
 
 @pytest.fixture

@@ -92,7 +92,7 @@ def test_identical_weights_under_a_new_revision_pass_drift(deployed: Deployed) -
 @pytest.fixture(scope="session")
 def gateway_api(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "-f", str(tools.gateway_api_crds()))
-    kubectl("wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io", "--timeout=30s")
+    kubectl.wait_established("httproutes.gateway.networking.k8s.io")
 
 
 def backends(kubectl: Kubectl, namespace: str) -> list[tuple[str, int]]:
