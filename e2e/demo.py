@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import threading
 import time
@@ -88,10 +89,15 @@ def prepare_models(root: Path, tiny: bool, say: Any) -> Path:
     else:
         say("converting SmolLM2-135M-Instruct from its GGUF (once; cached)")
         folder = convert(smollm2_gguf(), CACHE / "models" / "smollm2-135m-instruct")
-        target.symlink_to(folder, target_is_directory=True)
+        # Not a symlink: the pod sees only the volume, and its non-root user cannot reach the cache.
+        # Hard links cost nothing on one filesystem; a copy (half a gigabyte) is the fallback.
+        try:
+            shutil.copytree(folder, target, copy_function=os.link)
+        except (OSError, shutil.Error):
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(folder, target)
     for path in [root, *root.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return root
 
 

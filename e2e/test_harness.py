@@ -187,7 +187,34 @@ def test_crash_loop_shows_restarts(kubectl: Kubectl, core: client.CoreV1Api, nam
     assert "dying" in kubectl("logs", "crasher", "-n", namespace).stdout
 
 
-def test_volumes_and_service_account_as_a_container_sees_them(
+def test_run_as_non_root_without_a_user_is_refused(kubectl: Kubectl, core: client.CoreV1Api, namespace: str) -> None:
+    """As the kubelet does: a container that would run as root under runAsNonRoot never starts."""
+    kubectl.apply(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "rooted"},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True},
+                    "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo ran"]}],
+                },
+            }
+        ),
+        namespace,
+    )
+
+    def refused() -> client.V1ContainerStateWaiting | None:
+        statuses = core.read_namespaced_pod("rooted", namespace).status.container_statuses or []
+        waiting = statuses[0].state.waiting if statuses else None
+        return waiting if waiting and waiting.reason == "CreateContainerConfigError" else None
+
+    waiting = wait_until(refused, "the container to be refused", 30)
+    assert "runAsNonRoot and image will run as root" in waiting.message
+    assert core.read_namespaced_pod("rooted", namespace).status.container_statuses[0].restart_count == 0
+
+
+def test_volumes_user_and_service_account_as_a_container_sees_them(
     kubectl: Kubectl, core: client.CoreV1Api, namespace: str, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
@@ -200,6 +227,9 @@ def test_volumes_and_service_account_as_a_container_sees_them(
         out = {"config": open("/etc/app/greeting").read(), "secret": open("/etc/secret/password").read(),
                "model": open("/models/tiny/config.json").read(), "namespace": open(sa + "/namespace").read()}
         open("/scratch/written", "w").write("ok")
+        out["user"] = [os.getuid(), os.getgid(), sorted(os.getgroups()), os.environ["HOME"]]
+        out["no_new_privs"] = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")]
+        out["host_home_hidden"] = not os.path.exists("/root/.bashrc") and not os.path.exists("/root/.kube")
         try:
             open("/usr/modelship-should-not-write", "w")
             out["rootfs"] = "writable"
@@ -254,12 +284,18 @@ def test_volumes_and_service_account_as_a_container_sees_them(
                     "metadata": {"name": "reader"},
                     "spec": {
                         "restartPolicy": "Never",
+                        "securityContext": {"runAsNonRoot": True, "fsGroup": 2000},
                         "containers": [
                             {
                                 "name": "main",
                                 "image": "python:3.11",
                                 "command": ["python3", "-c", probe],
-                                "securityContext": {"readOnlyRootFilesystem": True},
+                                "securityContext": {
+                                    "readOnlyRootFilesystem": True,
+                                    "runAsUser": 1000,
+                                    "runAsGroup": 3000,
+                                    "allowPrivilegeEscalation": False,
+                                },
                                 "volumeMounts": [
                                     {"name": "config", "mountPath": "/etc/app"},
                                     {"name": "secret", "mountPath": "/etc/secret"},
@@ -295,6 +331,9 @@ def test_volumes_and_service_account_as_a_container_sees_them(
         assert seen["model"] == '{"model_type": "gpt2"}'
         assert seen["namespace"] == namespace
         assert seen["rootfs"] == "read-only"
+        assert seen["user"] == [1000, 3000, [2000], "/"]
+        assert seen["no_new_privs"] == ["1"]
+        assert seen["host_home_hidden"] is True
         # Authenticated (a valid, pod-bound token) but not authorized (the default account has no role).
         assert seen["api"] == 403
         assert not Path("/usr/modelship-should-not-write").exists()

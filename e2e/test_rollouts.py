@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from e2e.cluster.controlplane import ControlPlane
@@ -42,6 +43,13 @@ def ended(deployed: Deployed, result: str, after: int, timeout: float = 180) -> 
     return entry
 
 
+def process_uid(pod: Any) -> int:
+    """The real uid of the pod's first container's process, which the pod runner names in containerID."""
+    pid = pod.status.container_statuses[0].container_id.removeprefix("local://")
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Uid:"))
+    return int(line.split()[1])
+
+
 def test_a_first_deploy_becomes_healthy(deployed: Deployed) -> None:
     stable = healthy(deployed)
     status = deployed.status
@@ -55,6 +63,10 @@ def test_a_first_deploy_becomes_healthy(deployed: Deployed) -> None:
     security = model_pod.spec.containers[0].security_context
     assert security.read_only_root_filesystem is True
     assert security.run_as_user == 1000
+    # And the processes really are non-root: the model server, the router and the chart's operator.
+    operators = deployed.core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=modelship")
+    for pod in [model_pod, *deployed.pods("router"), *operators.items]:
+        assert process_uid(pod) == 1000, pod.metadata.name
     with deployed.load(rate=10) as load:
         time.sleep(3)
     assert load.report.results

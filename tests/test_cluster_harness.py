@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import base64
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from e2e.cluster import tools
+from e2e.cluster.podexec import _closed_ancestors
 from e2e.cluster.podspec import (
+    Identity,
     PodNotReadyToStart,
     Reader,
     command_line,
     container_env,
     expand,
+    identity,
     mount_plan,
     prepare_volumes,
 )
@@ -194,6 +199,66 @@ def test_unknown_volume_type_is_named(tmp_path: Path) -> None:
 def test_mount_of_unknown_volume_is_named() -> None:
     with pytest.raises(ValueError, match="names no volume"):
         mount_plan({"name": "c", "volumeMounts": [{"name": "ghost", "mountPath": "/x"}]}, {})
+
+
+@pytest.mark.parametrize(
+    ("pod_context", "container_context", "expected"),
+    [
+        ({}, {}, Identity()),
+        ({"runAsUser": 1000}, {}, Identity(uid=1000, gid=0)),
+        ({"runAsUser": 1000, "runAsGroup": 3000}, {}, Identity(uid=1000, gid=3000)),
+        ({"runAsUser": 1000}, {"runAsUser": 2000}, Identity(uid=2000, gid=0)),
+        ({"runAsUser": 1000, "runAsGroup": 5}, {"runAsGroup": 6}, Identity(uid=1000, gid=6)),
+        ({"runAsNonRoot": True}, {"runAsUser": 7}, Identity(uid=7, gid=0)),
+        ({}, {"runAsNonRoot": True, "runAsUser": 7, "runAsGroup": 7}, Identity(uid=7, gid=7)),
+        ({"runAsUser": 1, "fsGroup": 2, "supplementalGroups": [3, 2]}, {}, Identity(uid=1, gid=0, groups=(2, 3))),
+        ({}, {"allowPrivilegeEscalation": False}, Identity(no_new_privileges=True)),
+        ({}, {"allowPrivilegeEscalation": True}, Identity()),
+        ({"runAsUser": 0}, {}, Identity(uid=0, gid=0)),
+    ],
+)
+def test_identity_follows_the_kubelet(
+    pod_context: dict[str, Any], container_context: dict[str, Any], expected: Identity
+) -> None:
+    pod = {**POD, "spec": {**POD["spec"], "securityContext": pod_context}}
+    assert identity(pod, {"name": "c", "securityContext": container_context}) == expected
+
+
+@pytest.mark.parametrize(
+    ("pod_context", "container_context"),
+    [
+        ({"runAsNonRoot": True}, {}),
+        ({}, {"runAsNonRoot": True}),
+        ({"runAsNonRoot": True, "runAsUser": 1000}, {"runAsUser": 0}),
+        ({"runAsNonRoot": True}, {"runAsUser": 0}),
+    ],
+)
+def test_run_as_non_root_refuses_root(pod_context: dict[str, Any], container_context: dict[str, Any]) -> None:
+    pod = {**POD, "spec": {**POD["spec"], "securityContext": pod_context}}
+    with pytest.raises(PodNotReadyToStart, match="runAsNonRoot and image will run as root"):
+        identity(pod, {"name": "c", "securityContext": container_context})
+
+
+def test_home_is_root_only_for_root() -> None:
+    assert Identity().home == "/root"
+    assert Identity(uid=0).home == "/root"
+    assert Identity(uid=1000).home == "/"
+
+
+def test_closed_ancestors_are_the_outermost_unpassable_directories() -> None:
+    # Not under tmp_path: pytest's base directory is itself 0700, which would hide what is tested here.
+    base = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        closed, inner = base / "closed", base / "closed" / "also-closed"
+        (inner / "venv").mkdir(parents=True)
+        (base / "open" / "repo").mkdir(parents=True)
+        closed.chmod(0o700)
+        inner.chmod(0o700)
+        assert _closed_ancestors([str(inner / "venv"), str(closed), str(base / "open" / "repo")]) == [str(closed)]
+        assert _closed_ancestors([str(base / "open" / "repo")]) == []
+    finally:
+        shutil.rmtree(base)
 
 
 def test_missing_go_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

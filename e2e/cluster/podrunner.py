@@ -175,7 +175,6 @@ class PodRunner:
         return {
             "PATH": f"{venv_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOSTNAME": pod["metadata"]["name"],
-            "HOME": "/root",
             # Where the image would have ModelShip installed; here the repository is the image.
             "PYTHONPATH": str(REPO_ROOT),
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",

@@ -23,6 +23,7 @@ from .podspec import (
     PodNotReadyToStart,
     command_line,
     container_env,
+    identity,
     mount_plan,
     prepare_volumes,
     read_only_root,
@@ -193,7 +194,8 @@ class PodSupervisor(threading.Thread):
         spec = container.spec
         view = {**pod, "status": {**pod.get("status", {}), "podIP": self.pod_ip, "hostIP": "127.0.0.1"}}
         try:
-            env = container_env(view, spec, self.runner.base_env(view), self.runner.reader)
+            user = identity(pod, spec)
+            env = container_env(view, spec, {**self.runner.base_env(view), "HOME": user.home}, self.runner.reader)
             argv = command_line(spec, env, self.runner.entrypoint(spec.get("image", "")))
             plan = {
                 "argv": argv,
@@ -202,6 +204,7 @@ class PodSupervisor(threading.Thread):
                 "mounts": mount_plan(spec, self.volumes),
                 "imagePaths": image_paths(),
                 "readOnlyRootFilesystem": read_only_root(pod, spec),
+                "user": user.plan(),
             }
         except PodNotReadyToStart as waiting:
             container.waiting = {"reason": "CreateContainerConfigError", "message": str(waiting)}

@@ -295,3 +295,50 @@ def mount_plan(container: dict[str, Any], volumes: dict[str, tuple[str, bool]]) 
 def read_only_root(pod: dict[str, Any], container: dict[str, Any]) -> bool:
     context = container.get("securityContext") or {}
     return bool(context.get("readOnlyRootFilesystem"))
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a container's process runs as. `uid` None: the image's user, which for the pod runner's
+    stand-in image (this machine's Python) is root."""
+
+    uid: int | None = None
+    gid: int | None = None
+    groups: tuple[int, ...] = ()
+    no_new_privileges: bool = False
+
+    @property
+    def home(self) -> str:
+        # What a container runtime sets when the image's passwd has no entry for the user.
+        return "/root" if not self.uid else "/"
+
+    def plan(self) -> dict[str, Any]:
+        return {
+            "uid": self.uid,
+            "gid": self.gid,
+            "groups": list(self.groups),
+            "noNewPrivileges": self.no_new_privileges,
+        }
+
+
+def identity(pod: dict[str, Any], container: dict[str, Any]) -> Identity:
+    """The kubelet's rules: the container's securityContext wins over the pod's; runAsNonRoot refuses to
+    start a container that would run as root; fsGroup and supplementalGroups become extra groups."""
+    pod_context = pod["spec"].get("securityContext") or {}
+    context = container.get("securityContext") or {}
+
+    def setting(key: str) -> Any:
+        return context[key] if context.get(key) is not None else pod_context.get(key)
+
+    uid, gid = setting("runAsUser"), setting("runAsGroup")
+    if setting("runAsNonRoot") and not uid:
+        raise PodNotReadyToStart(
+            f"container {container['name']!r} has runAsNonRoot and image will run as root: set runAsUser"
+        )
+    groups = [g for g in [pod_context.get("fsGroup"), *(pod_context.get("supplementalGroups") or [])] if g is not None]
+    return Identity(
+        uid=uid,
+        gid=gid if gid is not None else (0 if uid is not None else None),
+        groups=tuple(dict.fromkeys(int(g) for g in groups)),
+        no_new_privileges=context.get("allowPrivilegeEscalation") is False,
+    )
