@@ -65,7 +65,8 @@ def test_a_first_deploy_becomes_healthy(deployed: Deployed) -> None:
     assert security.run_as_user == 1000
     # And the processes really are non-root: the model server, the router and the chart's operator.
     operators = deployed.core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=modelship")
-    assert operators.items and deployed.pods("router")
+    assert operators.items
+    assert deployed.pods("router")
     for pod in [model_pod, *deployed.pods("router"), *operators.items]:
         assert process_uid(pod) == 1000, pod.metadata.name
     with deployed.load(rate=10) as load:
