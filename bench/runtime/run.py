@@ -176,7 +176,8 @@ async def measure(kind: str, model_path: Path, levels: list[Level], max_tokens: 
 
 
 def model_dirs(names: list[str], scratch: Path) -> dict[str, Path]:
-    from model_runtime.convert import convert, smollm2_gguf
+    from model_runtime.convert import convert
+    from model_runtime.packaged import smollm2_gguf
     from model_runtime.tinymodel import build
 
     cache = Path(os.environ.get("MODELSHIP_CACHE_DIR", Path.home() / ".cache" / "modelship")) / "models"
