@@ -16,7 +16,6 @@ from e2e.cluster.podexec import _closed_ancestors
 from e2e.cluster.podspec import (
     Identity,
     PodNotReadyToStart,
-    Reader,
     command_line,
     container_env,
     expand,
@@ -25,25 +24,7 @@ from e2e.cluster.podspec import (
     prepare_volumes,
 )
 from e2e.cluster.processes import Background, ComponentDied
-
-POD: dict[str, Any] = {
-    "metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "x"}},
-    "spec": {"nodeName": "modelship-local", "serviceAccountName": "sa", "containers": []},
-    "status": {"podIP": "127.77.1.9"},
-}
-
-
-def reader(
-    secrets: dict[str, dict[str, str]] | None = None,
-    maps: dict[str, dict[str, str]] | None = None,
-    claims: dict[str, str] | None = None,
-) -> Reader:
-    return Reader(
-        secret=lambda ns, name: (secrets or {}).get(name),
-        config_map=lambda ns, name: (maps or {}).get(name),
-        claim_path=lambda ns, name: (claims or {}).get(name),
-        token=lambda pod, audience, seconds: f"token-for-{pod['metadata']['name']}-{audience}",
-    )
+from tests.pod_helpers import POD, reader
 
 
 @pytest.mark.parametrize(
@@ -309,8 +290,12 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     pid = component.pid
     assert pid is not None
     component.stop(grace=2)
-    survivors = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True, check=False).stdout
-    assert survivors.strip() == ""
+    listing = subprocess.run(
+        ["ps", "-o", "pid=,stat=", "-g", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    # Killed children are zombies until PID 1 reaps them (here PID 1 is no init and reaps late): not alive.
+    survivors = [line for line in listing.splitlines() if not line.split()[1].startswith("Z")]
+    assert survivors == []
 
 
 def test_volume_refresh_keeps_the_mounted_directory(tmp_path: Path) -> None:

@@ -214,6 +214,9 @@ class PodSupervisor(threading.Thread):
             container.waiting = {"reason": "CreateContainerError", "message": str(error)}
             container.restart_at = time.monotonic() + 5
             return
+        rootfs = self.directory / "rootfs" / container.name
+        rootfs.mkdir(parents=True, exist_ok=True)
+        plan["rootfs"] = str(rootfs)
         plan_path = self.directory / f"{container.name}.plan.json"
         plan_path.write_text(json.dumps(plan))
         plan_path.chmod(0o600)  # it holds the environment, secrets included
