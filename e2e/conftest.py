@@ -8,59 +8,18 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client, config
 
-from e2e.cluster import tools
 from e2e.cluster.controlplane import ClusterInfo, ControlPlane, state_root
+from e2e.kube import Kubectl, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class Kubectl:
-    """kubectl of the server's version, pointed at the test cluster."""
-
-    def __init__(self, kubeconfig: str) -> None:
-        self.kubeconfig = kubeconfig
-        self.binary = str(tools.KUBERNETES.binary("kubectl"))
-
-    def __call__(
-        self, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.binary, f"--kubeconfig={self.kubeconfig}", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def apply(
-        self, manifest: str, namespace: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        extra = ["-n", namespace] if namespace else []
-        return self("apply", "--server-side", "--field-manager=e2e", *extra, "-f", "-", stdin=manifest, check=check)
-
-    def wait_established(self, crd: str, timeout: float = 30) -> None:
-        """Polled rather than `kubectl wait --for=condition=Established`, which fails outright when it reads
-        a CRD before the API server has written any condition (kubernetes/kubernetes#66439)."""
-        query = '{.status.conditions[?(@.type=="Established")].status}'
-        wait_until(
-            lambda: self("get", "crd", crd, "-o", f"jsonpath={query}", check=False).stdout.strip() == "True",
-            f"CRD {crd} to be established",
-            timeout,
-        )
 
 
 @pytest.fixture(scope="session")
@@ -125,22 +84,6 @@ def namespace(request: pytest.FixtureRequest, core: client.CoreV1Api) -> Iterato
 
 def _has_default_account(core: client.CoreV1Api, namespace: str) -> bool:
     return any(a.metadata.name == "default" for a in core.list_namespaced_service_account(namespace).items)
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout: float, interval: float = 0.25) -> Any:
-    """Poll until `condition()` is truthy and return its value; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except Exception as error:  # the object may not exist yet
-            last = error
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="session")

@@ -31,9 +31,17 @@ from rich.table import Table
 
 from e2e.cluster import tools
 from e2e.cluster.controlplane import ClusterInfo, ControlPlane
-from e2e.conftest import Kubectl
+from e2e.kube import Kubectl
 from e2e.load import LoadGenerator
-from e2e.modelship import Deployed, install_operator, merged, model_volume, rollout_ended
+from e2e.modelship import (
+    OPERATOR_NAMESPACE,
+    RELEASE,
+    Deployed,
+    install_operator,
+    merged,
+    model_volume,
+    rollout_ended,
+)
 
 NAMESPACE = "demo"
 NAME = "assistant"
@@ -133,7 +141,8 @@ def view(watch: Watch, deployed: Deployed, load: LoadGenerator) -> Group:
             metric["verdict"],
         )
     events = "\n".join(watch.events) or "-"
-    return Group(Panel(head, title=f"ModelShip demo: {NAMESPACE}/{NAME}"), slis, Panel(events, title="events"))
+    title = f"ModelShip demo: {deployed.namespace}/{deployed.name}"
+    return Group(Panel(head, title=title), slis, Panel(events, title="events"))
 
 
 def _fmt(value: Any) -> str:
@@ -150,7 +159,10 @@ def sample(watch: Watch, deployed: Deployed, seen_events: set[str]) -> None:
             "stable": status.get("stableRevision"),
         }
     )
-    for event in deployed.core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={NAME}").items:
+    events = deployed.core.list_namespaced_event(
+        deployed.namespace, field_selector=f"involvedObject.name={deployed.name}"
+    ).items
+    for event in events:
         if event.metadata.uid in seen_events:
             continue
         seen_events.add(str(event.metadata.uid))
@@ -172,7 +184,7 @@ def run_until(watch: Watch, deployed: Deployed, load: LoadGenerator, live: Live,
         if done(deployed.status):
             return
         time.sleep(1)
-    raise TimeoutError(f"{watch.stage}: not done within {limit:.0f}s")
+    raise TimeoutError(f"{watch.stage}: not done within {limit:.0f}s\n{deployed.explain()}")
 
 
 def prometheus_range(cluster: ClusterInfo, query: str, start: float, end: float) -> list[dict[str, Any]]:
@@ -183,14 +195,14 @@ def prometheus_range(cluster: ClusterInfo, query: str, start: float, end: float)
         return list(json.loads(response.read())["data"]["result"])
 
 
-def timeline(cluster: ClusterInfo, watch: Watch, out: Path) -> Path:
+def timeline(cluster: ClusterInfo, watch: Watch, out: Path, namespace: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     start, end = watch.started, time.time()
-    selector = f'namespace="{NAMESPACE}",model_deployment="{NAME}",endpoint=~"completions|chat_completions"'
+    selector = f'namespace="{namespace}",model_deployment="{NAME}",endpoint=~"completions|chat_completions"'
     panels = [
         ("canary weight (%)", None),
         (
@@ -205,9 +217,9 @@ def timeline(cluster: ClusterInfo, watch: Watch, out: Path) -> Path:
         ),
         (
             "output divergence (JS)",
-            f'sum by (revision) (rate(modelship_output_divergence_sum{{namespace="{NAMESPACE}",'
+            f'sum by (revision) (rate(modelship_output_divergence_sum{{namespace="{namespace}",'
             f'model_deployment="{NAME}"}}[30s])) / sum by (revision) '
-            f'(rate(modelship_output_divergence_count{{namespace="{NAMESPACE}",'
+            f'(rate(modelship_output_divergence_count{{namespace="{namespace}",'
             f'model_deployment="{NAME}"}}[30s]))',
         ),
     ]
@@ -233,7 +245,7 @@ def timeline(cluster: ClusterInfo, watch: Watch, out: Path) -> Path:
             reason, (when, 1), xycoords=("data", "axes fraction"), rotation=90, fontsize=8, va="top", ha="right"
         )
     axes[-1].set_xlabel("seconds since the demo started")
-    figure.suptitle(f"ModelShip demo: {NAMESPACE}/{NAME}", fontsize=12)
+    figure.suptitle(f"ModelShip demo: {namespace}/{NAME}", fontsize=12)
     figure.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
@@ -245,6 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="serve the tiny test GPT-2 instead of SmolLM2-135M")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "demo-timeline.png", help="where the PNG goes")
+    parser.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="run on this running local cluster (`python -m e2e.cluster up --name NAME`, or the e2e suite's) "
+        "instead of bringing one up; it is left running",
+    )
+    parser.add_argument("--namespace", default=NAMESPACE, help=f"the namespace to run in (default {NAMESPACE})")
     args = parser.parse_args(argv)
     console = Console()
 
@@ -253,19 +272,26 @@ def main(argv: list[str] | None = None) -> int:
 
     say("building or finding the control plane's binaries (the first run builds them: about 20 minutes)")
     tools.build_all()
-    plane = ControlPlane("demo", scrape_interval="1s", backoff_seconds=2.0)
-    if plane.is_running():
-        plane.down()
-    cluster = plane.up(progress=say)
+    own_cluster = args.cluster is None
+    plane = ControlPlane(args.cluster or "demo", scrape_interval="1s", backoff_seconds=2.0)
+    if own_cluster:
+        if plane.is_running():
+            plane.down()
+        cluster = plane.up(progress=say)
+    else:
+        plane.check()
+        cluster = ClusterInfo.load(plane.root)
+    namespace = args.namespace
     try:
         kubectl = Kubectl(cluster.kubeconfig)
-        say("installing ModelShip with its Helm chart")
-        install_operator(cluster, kubectl)
-        kubectl("create", "namespace", NAMESPACE)
-        models = prepare_models(Path(cluster.root) / "models", args.tiny, say)
-        model_volume(kubectl, NAMESPACE, models)
+        if kubectl("get", "deployment", RELEASE, "-n", OPERATOR_NAMESPACE, check=False).returncode != 0:
+            say("installing ModelShip with its Helm chart")
+            install_operator(cluster, kubectl)
+        kubectl("create", "namespace", namespace)
+        models = prepare_models(Path(cluster.root) / "models" / namespace, args.tiny, say)
+        model_volume(kubectl, namespace, models)
         api = config.new_client_from_config(config_file=cluster.kubeconfig)
-        deployed = Deployed(kubectl, client.CoreV1Api(api), client.CustomObjectsApi(api), NAMESPACE, NAME)
+        deployed = Deployed(kubectl, client.CoreV1Api(api), client.CustomObjectsApi(api), namespace, NAME)
         spec = SPEC if not args.tiny else merged(SPEC, {"rollout": {"analysis": {"thresholds": {"drift": 0.1}}}})
         watch = Watch(echo=not console.is_terminal)
         serving = threading.Event()  # load starts once the first revision serves: no failures while it boots
@@ -307,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         history = deployed.history()
         say("history: " + ", ".join(f"{h['revision']} {h['result']}" for h in history))
         say(f"load: {load.report.describe()}")
-        path = timeline(cluster, watch, args.out)
+        path = timeline(cluster, watch, args.out, namespace)
         say(f"timeline written to {path}")
         if args.keep:
             say(
@@ -317,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [h["result"] for h in history]
         return 0 if results[-2:] == ["Promoted", "RolledBack"] else 1
     finally:
-        if not args.keep:
+        if own_cluster and not args.keep:
             say("taking the cluster down")
             plane.down()
 

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client
+from kubernetes import client, config
 
 from e2e.cluster import tools
 from e2e.cluster.controlplane import ClusterInfo
-from e2e.conftest import Kubectl, wait_until
+from e2e.diagnose import explain_namespace, explainer
+from e2e.kube import Kubectl, wait_until
 from e2e.load import LoadGenerator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,7 +80,7 @@ def chart_values(cluster: ClusterInfo, **extra: str) -> list[str]:
 def install_operator(
     cluster: ClusterInfo, kubectl: Kubectl, namespace: str = OPERATOR_NAMESPACE, release: str = RELEASE, **extra: str
 ) -> None:
-    helm(
+    result = helm(
         "install",
         release,
         str(CHART),
@@ -91,7 +92,14 @@ def install_operator(
         "120s",
         *chart_values(cluster, **extra),
         kubeconfig=cluster.kubeconfig,
+        check=False,
     )
+    if result.returncode != 0:
+        # helm says only "context deadline exceeded": say which object was not ready, and why.
+        api = config.new_client_from_config(config_file=cluster.kubeconfig)
+        raise AssertionError(
+            f"helm install {release} failed: {result.stderr.strip()}\n{explain_namespace(api, namespace)}"
+        )
     kubectl("rollout", "status", f"deployment/{release}", "-n", namespace, "--timeout=120s")
 
 
@@ -194,8 +202,23 @@ class Deployed:
             status = self.status
             return status if predicate(status) else None
 
-        result: dict[str, Any] = wait_until(check, f"{self.name}: {what}", timeout, interval=0.5)
+        result: dict[str, Any] = wait_until(
+            check,
+            f"{self.namespace}/{self.name}: {what}",
+            timeout,
+            interval=0.5,
+            explain=self.explain,
+        )
         return result
+
+    def explain(self) -> str:
+        """The resource's own phase and message, then what is not ready in its namespace and the operator's."""
+        status = self.status
+        head = (
+            f"modeldeployment {self.namespace}/{self.name}: phase {status.get('phase', '-')}, "
+            f"message {status.get('message', '-')!r}"
+        )
+        return head + "\n" + explainer(self.core.api_client, self.namespace, OPERATOR_NAMESPACE)()
 
     def wait_rollout_end(self, since: dict[str, Any] | None, what: str, timeout: float) -> dict[str, Any]:
         """The history entry of the rollout that ends after `since` (the newest entry when it began)."""

@@ -19,7 +19,7 @@ from kubernetes import client
 
 from e2e.cluster.controlplane import ClusterInfo, ControlPlane
 from e2e.cluster.processes import ComponentDied, pid_alive
-from e2e.conftest import Kubectl, wait_until
+from e2e.kube import Kubectl, wait_until
 
 HTTP_SERVER = ["python3", "-m", "http.server", "8000", "--bind", "$(POD_IP)"]
 POD_IP_ENV = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e.cluster.controlplane import ControlPlane
-from e2e.conftest import Kubectl, wait_until
+from e2e.kube import Kubectl, wait_until
 from e2e.modelship import BASE_SPEC, OPERATOR_NAMESPACE, Deployed, merged
 
 FAULTS = [{"name": "MODELSHIP_FAULTS_ENABLED", "value": "true"}]

@@ -21,7 +21,7 @@ from pathlib import Path
 from kubernetes import client, config
 
 from e2e.cluster.controlplane import ControlPlane
-from e2e.conftest import Kubectl
+from e2e.kube import Kubectl
 from e2e.modelship import BASE_SPEC, Deployed, install_operator, model_volume
 from e2e.test_rollouts import FAULTS, _time_to_rollback, new_revision
 
