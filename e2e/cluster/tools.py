@@ -83,6 +83,9 @@ KUBERNETES = GoTool(
         "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
         "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
         "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+        # The real node's agents, from the same module download and build cache.
+        "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+        "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
     },
     ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
     staging_replaces=True,
