@@ -1,27 +1,26 @@
 """Judging a canary against stable from one measurement: a verdict per SLI and one overall.
 
-The method (also in docs/analysis.md):
+The method (derivations, assumptions and worked examples in docs/analysis.md):
 
-* Both tracks are measured by the same queries over the same window: the time since the current step
-  started. Counts are cumulative over that window, not per-interval samples, so evidence accumulates and
-  a noisy interval cannot fail a step on its own.
-* A canary fails only on evidence that it is worse than stable over the same window. Slow or failed
-  requests come in bursts (a node stalls, a dependency fails) that hit both tracks at once; judged alone,
-  two requests caught in a shared stall would "prove" a regression. So every test's null hypothesis takes
-  stable's own rate (Laplace-smoothed, so a stable with no failures yet is not assumed perfect) as the
-  baseline, and the absolute caps are judged against max(cap, stable's rate).
-* Errors: a one-sided exact binomial test. Under the null hypothesis the canary's error probability is at
-  most `p0`; the step fails early, with any number of requests, once P(X >= observed errors | n, p0) falls
-  below 1 - confidence. It runs twice: relative (p0 = stable's rate + maxErrorRateIncrease) and absolute
-  (p0 = max(errorRate cap, stable's rate)).
-* Latency: P99 from the request-duration histograms (the same interpolation as histogram_quantile). A P99
-  of a few requests is their maximum and bucket bounds make it jumpy, so a P99 over its limit is not
-  evidence by itself: the canary fails when its P99 exceeds the limit (stable's P99 times the ratio, at
-  least stable's plus the noise floor; or the absolute cap) AND the number of canary requests certainly
-  slower than that limit is significantly more than max(1%, stable's share above the same limit) (the
-  same one-sided binomial test). It passes only with `minRequests` on both tracks.
-* Drift: mean Jensen-Shannon divergence of canary vs stable next-token distributions on mirrored prompts,
-  judged once there are MIN_DRIFT_COMPARISONS comparisons.
+* Both tracks are measured by the same queries over the same window, the time since the current step
+  started: counts are cumulative, so evidence accumulates over the step.
+* Every test is an always-valid e-value (model_operator.sequential): the analysis looks after every
+  interval, and over all those looks a good canary fails a test with probability at most that test's
+  alpha. Each step's e-value multiplies the one the earlier steps ended with (status.carriedEvidence), so
+  a test is one e-process over the whole rollout; 1 - confidence is split evenly over the SLIs (errors,
+  latency and, when measured, drift), so P(a good canary is rolled back over a rollout) <= 1 - confidence.
+* Canary against stable is a two-sample test conditioned on the pooled count: under "the canary is no
+  worse", each failed (or slow) request of either track is the canary's with probability equal to the
+  canary's share of requests, whatever stable's own rate is and however it moves (a stall that slows both
+  tracks adds events to both in proportion). Stable's rate is never taken as exact.
+* A canary fails an SLI only when it is significantly worse than stable AND either significantly over the
+  absolute cap (one-sample e-value) or worse by more than the allowed margin (maxErrorRateIncrease, or a
+  P99 over maxLatencyRatio x stable's and the noise floor). Both routes need the two-sample rejection, so
+  the SLI spends one alpha; an outage that hits stable as hard is not the canary's fault.
+* Slow requests are counted above the same bucket bound for both tracks, at every bound of the histogram
+  (the SLI's alpha split over the bounds), so no bound is picked from the data being judged.
+* Drift: H0 "the mean divergence of canary from stable on greedy mirrored prompts is at most the drift
+  threshold", by betting on the divergence histogram; it passes with MIN_DRIFT_COMPARISONS comparisons.
 * A step passes only when every SLI passes with `minRequests` on both tracks. Query errors give Error and
   absent series give NoData: monitoring blindness is not regression, and the rollout engine holds.
 """
@@ -29,14 +28,15 @@ The method (also in docs/analysis.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from .api.spec import Thresholds
+from .api.spec import ModelDeploymentSpec, Thresholds
 from .api.status import MetricResult, Verdict
+from .sequential import mean_e_value, p_value, share_e_value
 
 MIN_DRIFT_COMPARISONS = 10
-EXACT_LIMIT = 20_000
-
+TAIL = 0.01  # the share of requests above a P99
 
 Buckets = tuple[tuple[float, float], ...]  # (upper bound "le", cumulative count), +Inf last
 
@@ -57,8 +57,11 @@ class TrackSample:
 
 @dataclass(frozen=True)
 class DriftSample:
+    """The canary's output divergence from stable on mirrored prompts: a cumulative histogram over 0..1."""
+
     comparisons: float
     mean: float | None
+    buckets: Buckets = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Measurement:
     canary: TrackSample
     drift: DriftSample | None  # None when drift is not measured (no router, mirroring off, embeddings)
     query_error: str | None = None
+    queries: Mapping[str, str] = field(default_factory=dict)  # SLI name -> the PromQL that measured it
 
 
 @dataclass(frozen=True)
@@ -75,38 +79,31 @@ class Criteria:
     min_requests: int
     confidence: float
 
+    def alpha(self, tests: int) -> float:
+        """What one SLI's test may spend over the whole rollout."""
+        return (1.0 - self.confidence) / max(1, tests)
+
+
+def criteria_for(spec: ModelDeploymentSpec) -> Criteria:
+    analysis = spec.rollout.analysis
+    return Criteria(analysis.thresholds, analysis.min_requests, analysis.confidence)
+
+
+def drift_measured(spec: ModelDeploymentSpec) -> bool:
+    """Drift needs the router's mirror probes, which compare next-token distributions of generated text."""
+    return spec.traffic.mode == "router" and spec.traffic.mirror_percent > 0 and spec.model.task == "text-generation"
+
 
 @dataclass(frozen=True)
 class Outcome:
     verdict: Verdict
     message: str
     metrics: tuple[MetricResult, ...]
+    evidence: Mapping[str, float] = field(default_factory=dict)  # test -> e-value over the rollout so far
 
     @property
     def enough_requests(self) -> bool:
         return any(m.name == "requests" and m.verdict == Verdict.PASS for m in self.metrics)
-
-
-def binomial_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p): exact below EXACT_LIMIT trials, normal approximation above."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    if n > EXACT_LIMIT:
-        mean, sd = n * p, math.sqrt(n * p * (1 - p))
-        return 0.5 * math.erfc((k - 0.5 - mean) / (sd * math.sqrt(2)))
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
-        for i in range(k, n + 1)
-    ]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
 
 
 def quantile(q: float, buckets: Buckets) -> float | None:
@@ -131,14 +128,27 @@ def quantile(q: float, buckets: Buckets) -> float | None:
     return lower_bound
 
 
-def slower_than(limit: float, buckets: Buckets) -> int:
-    """Requests certainly slower than `limit`: those above the smallest bucket bound at or over it."""
+def bound_at_or_above(limit: float, buckets: Buckets) -> float | None:
+    """The smallest finite bucket bound >= `limit`: requests above it are certainly slower than `limit`."""
+    return next((le for le, _ in sorted(buckets) if le >= limit and not math.isinf(le)), None)
+
+
+def count_above(bound: float, buckets: Buckets) -> int:
+    """Requests slower than the bucket bound `bound` (one of the histogram's own bounds)."""
     ordered = sorted(buckets)
     if not ordered:
         return 0
     total = ordered[-1][1]
-    at_or_below = next((count for le, count in ordered if le >= limit), total)
+    at_or_below = next((count for le, count in ordered if le >= bound), total)
     return max(0, round(total - at_or_below))
+
+
+def pooled(a: Buckets | None, b: Buckets | None) -> Buckets:
+    counts: dict[float, float] = {}
+    for buckets in (a or (), b or ()):
+        for le, count in buckets:
+            counts[le] = counts.get(le, 0.0) + (0.0 if math.isnan(count) else count)
+    return tuple(sorted(counts.items()))
 
 
 def _count(value: float | None) -> int:
@@ -147,6 +157,46 @@ def _count(value: float | None) -> int:
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) or math.isinf(value) else value
+
+
+def _total(buckets: Buckets | None) -> int:
+    return _count(max((count for _, count in buckets), default=0.0)) if buckets else 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The two-sample test: is the canary's share of the pooled events above its share of requests?"""
+
+    canary_events: int
+    stable_events: int
+    share: float  # the canary's share of requests
+    e_value: float
+
+    @classmethod
+    def of(cls, canary_events: int, canary_requests: int, stable_events: int, stable_requests: int) -> Comparison:
+        trials = canary_requests + stable_requests
+        share = canary_requests / trials if trials else 1.0
+        events = canary_events + stable_events
+        return cls(canary_events, stable_events, share, share_e_value(canary_events, events, share))
+
+    def describe(self) -> str:
+        return (
+            f"canary {self.canary_events} of {self.canary_events + self.stable_events} pooled "
+            f"at a {self.share:.1%} request share"
+        )
+
+
+Evidence = dict[str, float]  # test -> e-value over the rollout so far
+
+
+def _finite_e(value: float) -> float:
+    return value if math.isfinite(value) else 1e300
+
+
+def _evidence(result: MetricResult, e_value: float, alpha: float, threshold: float | None) -> MetricResult:
+    return result.model_copy(
+        update={"e_value": _finite_e(e_value), "p_value": p_value(e_value), "alpha": alpha, "threshold": threshold}
+    )
 
 
 def judge_requests(stable: TrackSample, canary: TrackSample, min_requests: int) -> MetricResult:
@@ -159,60 +209,116 @@ def judge_requests(stable: TrackSample, canary: TrackSample, min_requests: int) 
         canary_samples=n_c,
         stable_samples=n_s,
         verdict=Verdict.PASS if enough else Verdict.INCONCLUSIVE,
+        threshold=min_requests,
         reason="enough requests on both tracks"
         if enough
         else f"waiting for {min_requests} requests per track (canary {n_c}, stable {n_s})",
     )
 
 
-def judge_errors(stable: TrackSample, canary: TrackSample, criteria: Criteria) -> MetricResult:
+def judge_errors(
+    stable: TrackSample, canary: TrackSample, criteria: Criteria, alpha: float, carried: Mapping[str, float]
+) -> tuple[MetricResult, Evidence]:
     n_s, n_c = _count(stable.requests), _count(canary.requests)
     e_s, e_c = min(_count(stable.errors), n_s), min(_count(canary.errors), n_c)
     rate_s = e_s / n_s if n_s else None
     rate_c = e_c / n_c if n_c else None
-    alpha = 1.0 - criteria.confidence
-    smoothed_stable = (e_s + 1) / (n_s + 2)
-    relative_p0 = min(1.0, smoothed_stable + criteria.thresholds.max_error_rate_increase)
-    cap_p0 = min(1.0, max(criteria.thresholds.error_rate, smoothed_stable))
-    relative = binomial_tail(e_c, n_c, relative_p0)
-    capped = binomial_tail(e_c, n_c, cap_p0)
-    result = MetricResult(
-        name="errorRate",
-        canary=rate_c,
-        stable=rate_s,
-        canary_samples=n_c,
-        stable_samples=n_s,
-        verdict=Verdict.PASS,
-        reason="",
+    limits = criteria.thresholds
+    against_stable = Comparison.of(e_c, n_c, e_s, n_s)
+    worse = carried.get("errorRate", 1.0) * against_stable.e_value
+    over_cap = carried.get("errorRateCap", 1.0) * share_e_value(e_c, n_c, limits.error_rate)
+    evidence = {"errorRate": _finite_e(worse), "errorRateCap": _finite_e(over_cap)}
+    result = _evidence(
+        MetricResult(
+            name="errorRate",
+            canary=rate_c,
+            stable=rate_s,
+            canary_samples=n_c,
+            stable_samples=n_s,
+            verdict=Verdict.PASS,
+            statistic=f"{against_stable.describe()}; over the cap: e={over_cap:.3g}",
+        ),
+        worse,
+        alpha,
+        limits.error_rate,
     )
-    if n_c and capped < alpha:
-        return result.model_copy(
-            update={
-                "verdict": Verdict.FAIL,
-                "reason": (
-                    f"canary error rate {rate_c:.2%} is above the {criteria.thresholds.error_rate:.2%} cap "
-                    f"(stable {(rate_s or 0):.2%}, p={capped:.2g})"
-                ),
-            }
-        )
-    if n_c and relative < alpha:
-        return result.model_copy(
-            update={
-                "verdict": Verdict.FAIL,
-                "reason": (
-                    f"canary error rate {rate_c:.2%} is significantly above stable's "
-                    f"{(rate_s or 0):.2%} + {criteria.thresholds.max_error_rate_increase:.2%} (p={relative:.2g})"
-                ),
-            }
-        )
+    if n_c and worse >= 1.0 / alpha:
+        shown = f"stable {(rate_s or 0):.2%}, e={worse:.3g} >= {1 / alpha:.0f}"
+        if over_cap >= 1.0 / alpha:
+            return result.model_copy(
+                update={
+                    "verdict": Verdict.FAIL,
+                    "reason": f"canary error rate {rate_c:.2%} is above the {limits.error_rate:.2%} cap and "
+                    f"significantly above stable's ({shown})",
+                }
+            ), evidence
+        if rate_c is not None and rate_s is not None and rate_c - rate_s > limits.max_error_rate_increase:
+            return result.model_copy(
+                update={
+                    "verdict": Verdict.FAIL,
+                    "reason": f"canary error rate {rate_c:.2%} is significantly above stable's, by more than "
+                    f"{limits.max_error_rate_increase:.2%} ({shown})",
+                }
+            ), evidence
     if n_c < criteria.min_requests or n_s < criteria.min_requests:
-        return result.model_copy(update={"verdict": Verdict.INCONCLUSIVE, "reason": "not enough requests yet"})
-    return result.model_copy(update={"reason": "no significant increase in errors"})
+        return result.model_copy(
+            update={"verdict": Verdict.INCONCLUSIVE, "reason": "not enough requests yet"}
+        ), evidence
+    return result.model_copy(update={"reason": "no significant increase in errors"}), evidence
 
 
-def judge_latency(stable: TrackSample, canary: TrackSample, criteria: Criteria) -> MetricResult:
+def _above_each_bound(bounds: list[float], buckets: Buckets | None) -> list[int]:
+    """Requests above each of `bounds` (rising), in one pass over a cumulative histogram."""
+    ordered = sorted(buckets or ())
+    if not ordered:
+        return [0] * len(bounds)
+    total, out, index, at_or_below = ordered[-1][1], [], 0, 0.0
+    for bound in bounds:
+        while index < len(ordered) and ordered[index][0] <= bound:
+            at_or_below = ordered[index][1]
+            index += 1
+        out.append(max(0, round(total - at_or_below)))
+    return out
+
+
+def slowest_comparison(stable: TrackSample, canary: TrackSample) -> tuple[int, tuple[float, Comparison] | None]:
+    """Slow requests of both tracks counted above the same bound, at every finite bound of the histogram:
+    (how many bounds there are, the bound with the strongest evidence). Testing every bound, rather than
+    one picked from the data, keeps each test's null distribution exact: max over bounds / their number is
+    an e-value (a Bonferroni correction: a few nats more evidence needed, and no bias)."""
+    bounds = sorted({le for le, _ in pooled(stable.buckets, canary.buckets) if math.isfinite(le)})
+    h_c, h_s = _total(canary.buckets), _total(stable.buckets)
+    share = h_c / (h_c + h_s) if h_c + h_s else 1.0
+    best: tuple[float, Comparison] | None = None
+    for bound, events_c, events_s in zip(
+        bounds, _above_each_bound(bounds, canary.buckets), _above_each_bound(bounds, stable.buckets), strict=True
+    ):
+        events = events_c + events_s
+        if not events or events_c <= events * share:
+            continue  # the canary's share of these is at most its share of requests: no evidence
+        if best is not None and _log_likelihood_ratio_bound(events_c, events, share) <= math.log(best[1].e_value):
+            continue  # the mixture never exceeds the best single likelihood ratio: this one cannot win
+        comparison = Comparison.of(events_c, h_c, events_s, h_s)
+        if best is None or comparison.e_value > best[1].e_value:
+            best = (bound, comparison)
+    return max(1, len(bounds)), best
+
+
+def _log_likelihood_ratio_bound(successes: int, trials: int, null: float) -> float:
+    rate = successes / trials
+    failures = trials - successes
+    upper = successes * math.log(rate / null)
+    if failures:
+        upper += failures * math.log((1 - rate) / (1 - null))
+    return upper
+
+
+def judge_latency(
+    stable: TrackSample, canary: TrackSample, criteria: Criteria, alpha: float, carried: Mapping[str, float]
+) -> tuple[MetricResult, Evidence]:
     n_s, n_c = _count(stable.requests), _count(canary.requests)
     p_s, p_c = _finite(stable.p99_seconds), _finite(canary.p99_seconds)
+    limits = criteria.thresholds
     result = MetricResult(
         name="p99LatencySeconds",
         canary=p_c,
@@ -220,103 +326,146 @@ def judge_latency(stable: TrackSample, canary: TrackSample, criteria: Criteria) 
         canary_samples=n_c,
         stable_samples=n_s,
         verdict=Verdict.INCONCLUSIVE,
-        reason="",
+        threshold=limits.p99_latency_seconds,
     )
+    carried_slower = carried.get("p99LatencySeconds", 1.0)
+    carried_cap = carried.get("p99LatencySecondsCap", 1.0)
     if p_c is None or canary.buckets is None:
-        return result.model_copy(update={"reason": "no latency histogram for the canary yet"})
-    limits, alpha = criteria.thresholds, 1.0 - criteria.confidence
-    n_hist = _count(max(count for _, count in canary.buckets))
-    n_stable_hist = _count(max(count for _, count in stable.buckets)) if stable.buckets else 0
-
-    def significant(limit: float) -> tuple[bool, int, float]:
-        slow = slower_than(limit, canary.buckets or ())
-        stable_slow = slower_than(limit, stable.buckets or ())
-        baseline = max(0.01, (stable_slow + 1) / (n_stable_hist + 2))
-        p_value = binomial_tail(slow, n_hist, baseline)
-        return p_c > limit and p_value < alpha, slow, p_value
-
-    over_cap, slow, p_value = significant(limits.p99_latency_seconds)
-    if over_cap:
-        return result.model_copy(
-            update={
-                "verdict": Verdict.FAIL,
-                "reason": (
-                    f"canary P99 {p_c * 1000:.0f}ms is above the {limits.p99_latency_seconds * 1000:.0f}ms cap "
-                    f"({slow} of {n_hist} requests slower, p={p_value:.2g})"
-                ),
-            }
+        evidence = {"p99LatencySeconds": carried_slower, "p99LatencySecondsCap": carried_cap}
+        return result.model_copy(update={"reason": "no latency histogram for the canary yet"}), evidence
+    tested, strongest = slowest_comparison(stable, canary)
+    slower = carried_slower * (max(1.0, strongest[1].e_value / tested) if strongest else 1.0)
+    h_c = _total(canary.buckets)
+    cap_bound = bound_at_or_above(limits.p99_latency_seconds, canary.buckets)
+    over_cap_slow = count_above(cap_bound, canary.buckets) if cap_bound is not None else 0
+    over_cap = carried_cap * (share_e_value(over_cap_slow, h_c, TAIL) if cap_bound is not None else 1.0)
+    evidence = {"p99LatencySeconds": _finite_e(slower), "p99LatencySecondsCap": _finite_e(over_cap)}
+    described = (
+        f"strongest at {strongest[0] * 1000:.0f}ms: {strongest[1].describe()} (of {tested} bounds)"
+        if strongest
+        else "no request above any bound"
+    )
+    result = _evidence(
+        result.model_copy(
+            update={"statistic": f"{described}; {over_cap_slow} of {h_c} over the cap, e={over_cap:.3g}"}
+        ),
+        slower,
+        alpha,
+        limits.p99_latency_seconds,
+    )
+    if strongest is not None and slower >= 1.0 / alpha:
+        bound, comparison = strongest
+        shown = (
+            f"{comparison.canary_events} vs {comparison.stable_events} requests slower than {bound * 1000:.0f}ms "
+            f"at a {comparison.share:.0%} share, e={slower:.3g} >= {1 / alpha:.0f}"
         )
-    if p_s is not None and n_s >= criteria.min_requests:
-        allowed = max(p_s * limits.max_latency_ratio, p_s + limits.latency_noise_floor_seconds)
-        over_ratio, slow, p_value = significant(allowed)
-        if over_ratio:
+        if p_c > limits.p99_latency_seconds and over_cap >= 1.0 / alpha:
             return result.model_copy(
                 update={
                     "verdict": Verdict.FAIL,
-                    "reason": (
-                        f"canary P99 {p_c * 1000:.0f}ms is over {limits.max_latency_ratio:g}x stable's "
-                        f"{p_s * 1000:.0f}ms "
-                        f"and the {limits.latency_noise_floor_seconds * 1000:.0f}ms noise floor "
-                        f"({slow} of {n_hist} requests slower than {allowed * 1000:.0f}ms, p={p_value:.2g})"
-                    ),
+                    "reason": f"canary P99 {p_c * 1000:.0f}ms is above the {limits.p99_latency_seconds * 1000:.0f}ms "
+                    f"cap and significantly slower than stable's {(p_s or 0) * 1000:.0f}ms ({shown})",
                 }
-            )
+            ), evidence
+        if p_s is not None:
+            allowed = max(p_s * limits.max_latency_ratio, p_s + limits.latency_noise_floor_seconds)
+            if p_c > allowed:
+                return result.model_copy(
+                    update={
+                        "verdict": Verdict.FAIL,
+                        "threshold": allowed,
+                        "reason": f"canary P99 {p_c * 1000:.0f}ms is over {limits.max_latency_ratio:g}x stable's "
+                        f"{p_s * 1000:.0f}ms and the {limits.latency_noise_floor_seconds * 1000:.0f}ms noise floor, "
+                        f"and significantly slower ({shown})",
+                    }
+                ), evidence
     if n_c < criteria.min_requests or n_s < criteria.min_requests:
-        return result.model_copy(update={"reason": "a P99 passes only with minRequests on both tracks"})
+        return result.model_copy(update={"reason": "a P99 passes only with minRequests on both tracks"}), evidence
     if p_s is None:
-        return result.model_copy(update={"reason": "no latency histogram for stable"})
-    return result.model_copy(update={"verdict": Verdict.PASS, "reason": "no significant slowdown"})
+        return result.model_copy(update={"reason": "no latency histogram for stable"}), evidence
+    return result.model_copy(update={"verdict": Verdict.PASS, "reason": "no significant slowdown"}), evidence
 
 
-def judge_drift(drift: DriftSample, criteria: Criteria) -> MetricResult:
+def lower_bounds(buckets: Buckets) -> tuple[tuple[float, float], ...]:
+    """A cumulative histogram as (lower bound, count) per bucket."""
+    out, previous_bound, previous_count = [], 0.0, 0.0
+    for le, count in sorted(buckets):
+        out.append((previous_bound, max(0.0, count - previous_count)))
+        previous_bound, previous_count = (le if math.isfinite(le) else previous_bound), count
+    return tuple(out)
+
+
+def judge_drift(
+    drift: DriftSample, criteria: Criteria, alpha: float, carried: Mapping[str, float]
+) -> tuple[MetricResult, Evidence]:
     count = _count(drift.comparisons)
     mean = _finite(drift.mean)
-    result = MetricResult(
-        name="drift",
-        canary=mean,
-        stable=0.0,
-        canary_samples=count,
-        stable_samples=count,
-        verdict=Verdict.INCONCLUSIVE,
-        reason="",
+    limit = criteria.thresholds.drift
+    e_value = carried.get("drift", 1.0) * (mean_e_value(lower_bounds(drift.buckets), limit) if drift.buckets else 1.0)
+    result = _evidence(
+        MetricResult(
+            name="drift",
+            canary=mean,
+            stable=0.0,
+            canary_samples=count,
+            stable_samples=count,
+            verdict=Verdict.INCONCLUSIVE,
+            statistic=f"{count} mirrored comparisons, mean JS divergence {'-' if mean is None else f'{mean:.3f}'}",
+        ),
+        e_value,
+        alpha,
+        limit,
     )
-    if count < MIN_DRIFT_COMPARISONS or mean is None:
-        return result.model_copy(update={"reason": f"{count} of {MIN_DRIFT_COMPARISONS} mirrored comparisons"})
-    if mean > criteria.thresholds.drift:
+    evidence = {"drift": _finite_e(e_value)}
+    if e_value >= 1.0 / alpha and mean is not None and count >= MIN_DRIFT_COMPARISONS:
         return result.model_copy(
             update={
                 "verdict": Verdict.FAIL,
-                "reason": (
-                    f"canary answers diverge from stable's: mean JS divergence {mean:.3f} > "
-                    f"{criteria.thresholds.drift:g}"
-                ),
+                "reason": f"canary answers diverge from stable's: mean JS divergence {mean:.3f}, significantly above "
+                f"{limit:g} over {count} comparisons (e={e_value:.3g} >= {1 / alpha:.0f})",
             }
-        )
-    return result.model_copy(update={"verdict": Verdict.PASS, "reason": f"mean JS divergence {mean:.3f}"})
+        ), evidence
+    if count < MIN_DRIFT_COMPARISONS or mean is None:
+        return result.model_copy(
+            update={"reason": f"{count} of {MIN_DRIFT_COMPARISONS} mirrored comparisons"}
+        ), evidence
+    return result.model_copy(update={"verdict": Verdict.PASS, "reason": f"mean JS divergence {mean:.3f}"}), evidence
 
 
-def judge(measurement: Measurement, criteria: Criteria) -> Outcome:
-    """The verdict of one analysis. Fail wins over everything: significant evidence is acted on even when
-    another query failed; then Error (a query failed), NoData (a track is not scraped), Inconclusive, Pass."""
+def judge(measurement: Measurement, criteria: Criteria, carried: Mapping[str, float] | None = None) -> Outcome:
+    """The verdict of one analysis, with `carried` the e-values the canary's earlier steps ended with. Fail
+    wins over everything: significant evidence is acted on even when another query failed; then Error (a
+    query failed), NoData (a track is not scraped), Inconclusive, Pass."""
     stable, canary = measurement.stable, measurement.canary
-    metrics = [
-        judge_requests(stable, canary, criteria.min_requests),
-        judge_errors(stable, canary, criteria),
-        judge_latency(stable, canary, criteria),
-    ]
+    earlier = carried or {}
+    tests = 3 if measurement.drift is not None else 2
+    alpha = criteria.alpha(tests)
+    errors, error_evidence = judge_errors(stable, canary, criteria, alpha, earlier)
+    latency, latency_evidence = judge_latency(stable, canary, criteria, alpha, earlier)
+    metrics = [judge_requests(stable, canary, criteria.min_requests), errors, latency]
+    evidence = error_evidence | latency_evidence
     if measurement.drift is not None:
-        metrics.append(judge_drift(measurement.drift, criteria))
+        drift, drift_evidence = judge_drift(measurement.drift, criteria, alpha, earlier)
+        metrics.append(drift)
+        evidence |= drift_evidence
+    metrics = [
+        m.model_copy(update={"query": measurement.queries[m.name]}) if m.name in measurement.queries else m
+        for m in metrics
+    ]
     failed = [m for m in metrics if m.verdict == Verdict.FAIL]
     if failed:
-        return Outcome(Verdict.FAIL, "; ".join(m.reason for m in failed), tuple(metrics))
+        return Outcome(Verdict.FAIL, "; ".join(m.reason for m in failed), tuple(metrics), evidence)
     if measurement.query_error:
-        return Outcome(Verdict.ERROR, f"Prometheus query failed: {measurement.query_error}", tuple(metrics))
+        # A failed query measured nothing: the evidence stays what it was.
+        return Outcome(
+            Verdict.ERROR, f"Prometheus query failed: {measurement.query_error}", tuple(metrics), dict(earlier)
+        )
     blind = [track for track, sample in (("canary", canary), ("stable", stable)) if not sample.scraped]
     if blind:
         return Outcome(
-            Verdict.NO_DATA, f"Prometheus has no metrics for the {' and '.join(blind)} track", tuple(metrics)
+            Verdict.NO_DATA, f"Prometheus has no metrics for the {' and '.join(blind)} track", tuple(metrics), evidence
         )
     waiting = [m for m in metrics if m.verdict != Verdict.PASS]
     if waiting:
-        return Outcome(Verdict.INCONCLUSIVE, "; ".join(m.reason for m in waiting), tuple(metrics))
-    return Outcome(Verdict.PASS, "canary matches stable on every SLI", tuple(metrics))
+        return Outcome(Verdict.INCONCLUSIVE, "; ".join(m.reason for m in waiting), tuple(metrics), evidence)
+    return Outcome(Verdict.PASS, "canary matches stable on every SLI", tuple(metrics), evidence)

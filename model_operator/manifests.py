@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from model_runtime.contract import RoutingConfig, scrape_annotations
+
 from .api.spec import ModelDeploymentSpec
 from .naming import (
     COMPONENT_ROUTER,
@@ -81,7 +83,7 @@ def _api_key_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
 
 
 def _scrape_annotations() -> dict[str, str]:
-    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(RUNTIME_PORT), "prometheus.io/path": "/metrics"}
+    return scrape_annotations(RUNTIME_PORT)
 
 
 def _probes() -> dict[str, Any]:
@@ -197,16 +199,10 @@ def replicas_service(name: str) -> dict[str, Any]:
 
 def routing_config(spec: ModelDeploymentSpec, stable: str, canary: str | None, weight: int) -> dict[str, Any]:
     """What the router reads: the tracks, their revisions and weights, and the mirroring settings."""
-    tracks = [{"name": "stable", "revision": stable, "weight": 100 - (weight if canary else 0)}]
-    if canary:
-        tracks.append({"name": "canary", "revision": canary, "weight": weight})
-    return {
-        "version": 1,
-        "tracks": tracks,
-        "mirrorPercent": spec.traffic.mirror_percent if canary else 0,
-        "stickyHeader": spec.traffic.sticky_header,
-        "task": spec.model.task,
-    }
+    config = RoutingConfig.for_rollout(
+        stable, canary, weight, spec.traffic.mirror_percent, spec.traffic.sticky_header, spec.model.task
+    )
+    return config.document()
 
 
 def router_objects(

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-LABEL_MODEL_DEPLOYMENT = "modelship.io/model-deployment"
-LABEL_REVISION = "modelship.io/revision"
-LABEL_COMPONENT = "app.kubernetes.io/component"
+from model_runtime.contract import (
+    COMPONENT_MODEL,
+    COMPONENT_ROUTER,
+    LABEL_COMPONENT,
+    LABEL_MODEL_DEPLOYMENT,
+    LABEL_REVISION,
+    ROUTING_KEY,
+    RUNTIME_PORT,
+)
+
 ACTION_ANNOTATION = "modelship.io/action"
-COMPONENT_MODEL = "model"
-COMPONENT_ROUTER = "router"
-RUNTIME_PORT = 8080
 SERVICE_PORT = 80
-ROUTING_KEY = "routing.json"
+__all__ = [
+    "COMPONENT_MODEL",
+    "COMPONENT_ROUTER",
+    "LABEL_COMPONENT",
+    "LABEL_MODEL_DEPLOYMENT",
+    "LABEL_REVISION",
+    "ROUTING_KEY",
+    "RUNTIME_PORT",
+]
 
 
 def revision_name(name: str, revision: str) -> str:

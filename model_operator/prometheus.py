@@ -65,21 +65,31 @@ class PrometheusSource:
         self, namespace: str, name: str, stable: str, canary: str, window_seconds: float, with_drift: bool
     ) -> Measurement:
         revisions = [stable, canary]
+        queries = {
+            "requests": promql.requests(namespace, name, revisions, window_seconds),
+            "errorRate": promql.errors(namespace, name, revisions, window_seconds),
+            "p99LatencySeconds": promql.latency_buckets(namespace, name, revisions, window_seconds),
+        }
+        if with_drift:
+            queries["drift"] = promql.divergence_buckets(namespace, name, canary, window_seconds)
         try:
             scraped = _by_revision(self._query(promql.scraped(namespace, name, revisions)))
-            counts = _by_revision(self._query(promql.requests(namespace, name, revisions, window_seconds)))
-            errors = _by_revision(self._query(promql.errors(namespace, name, revisions, window_seconds)))
-            buckets = _buckets(self._query(promql.latency_buckets(namespace, name, revisions, window_seconds)))
+            counts = _by_revision(self._query(queries["requests"]))
+            errors = _by_revision(self._query(queries["errorRate"]))
+            buckets = _buckets(self._query(queries["p99LatencySeconds"]))
             drift = None
             if with_drift:
+                histogram = _buckets(self._query(queries["drift"])).get("", ())
                 total = _scalar(self._query(promql.divergence_sum(namespace, name, canary, window_seconds)))
-                count = _scalar(self._query(promql.divergence_count(namespace, name, canary, window_seconds)))
+                count = histogram[-1][1] if histogram else 0.0
                 drift = DriftSample(
-                    comparisons=count or 0.0, mean=(total / count) if total is not None and count else None
+                    comparisons=count, mean=(total / count) if total is not None and count else None, buckets=histogram
                 )
         except (requests.RequestException, PrometheusApiClientException, ValueError) as error:
             empty = TrackSample(None, None, None, scraped=False)
-            return Measurement(empty, empty, None, query_error=f"{type(error).__name__}: {error}"[:300])
+            return Measurement(
+                empty, empty, None, query_error=f"{type(error).__name__}: {error}"[:300], queries=queries
+            )
 
         def track(revision: str) -> TrackSample:
             # A counter series appears with a revision's first request; no series yet means zero, not blind.
@@ -90,4 +100,4 @@ class PrometheusSource:
                 scraped=revision in scraped,
             )
 
-        return Measurement(track(stable), track(canary), drift)
+        return Measurement(track(stable), track(canary), drift, queries=queries)

@@ -1,13 +1,26 @@
 """PromQL for the analysis, built by pure functions so every query is testable and visible in the docs.
 
 Each query returns one series per revision (`sum by (revision)`), so canary and stable are measured by
-the same query over the same window. Label values are escaped; revisions are hex and names DNS labels,
-but nothing here trusts that.
+the same query over the same window. Only user traffic counts: the router's mirror probes carry their own
+`source` label. Metric and label names come from model_runtime.contract, which the runtime uses to export
+them. Label values are escaped; revisions are hex and names DNS labels, but nothing here trusts that.
 """
 
 from __future__ import annotations
 
-ANSWERED_ENDPOINTS = "completions|chat_completions|embeddings"
+from model_runtime.contract import (
+    ANSWERED_ENDPOINTS,
+    CODE_LABEL,
+    ENDPOINT_LABEL,
+    MODEL_READY,
+    OUTPUT_DIVERGENCE,
+    REQUEST_DURATION,
+    REQUESTS_TOTAL,
+    SOURCE_LABEL,
+    SOURCE_USER,
+)
+
+SERVER_ERRORS = "5.."  # a client that hung up is 499, and not the server's fault
 
 
 def _quote(value: str) -> str:
@@ -27,33 +40,39 @@ def window(seconds: float) -> str:
     return f"{max(1, round(seconds))}s"
 
 
+def _user_requests(namespace: str, name: str, revisions: list[str], extra: str = "") -> str:
+    answered = f"{ENDPOINT_LABEL}=~{_quote('|'.join(ANSWERED_ENDPOINTS))},{SOURCE_LABEL}={_quote(SOURCE_USER)}"
+    return selector(namespace, name, revisions, answered + (f",{extra}" if extra else ""))
+
+
 def requests(namespace: str, name: str, revisions: list[str], seconds: float) -> str:
-    match = selector(namespace, name, revisions, f"endpoint=~{_quote(ANSWERED_ENDPOINTS)}")
-    return f"sum by (revision) (increase(modelship_requests_total{match}[{window(seconds)}]))"
+    match = _user_requests(namespace, name, revisions)
+    return f"sum by (revision) (increase({REQUESTS_TOTAL}{match}[{window(seconds)}]))"
 
 
 def errors(namespace: str, name: str, revisions: list[str], seconds: float) -> str:
-    match = selector(namespace, name, revisions, f'endpoint=~{_quote(ANSWERED_ENDPOINTS)},code=~"5.."')
-    return f"sum by (revision) (increase(modelship_requests_total{match}[{window(seconds)}]))"
+    match = _user_requests(namespace, name, revisions, f"{CODE_LABEL}=~{_quote(SERVER_ERRORS)}")
+    return f"sum by (revision) (increase({REQUESTS_TOTAL}{match}[{window(seconds)}]))"
 
 
 def latency_buckets(namespace: str, name: str, revisions: list[str], seconds: float) -> str:
     """Cumulative request-duration buckets per revision; the P99 and the slow-request counts are computed
     from them (analysis.quantile is histogram_quantile's interpolation)."""
-    match = selector(namespace, name, revisions, f"endpoint=~{_quote(ANSWERED_ENDPOINTS)}")
-    return f"sum by (revision, le) (increase(modelship_request_duration_seconds_bucket{match}[{window(seconds)}]))"
+    match = _user_requests(namespace, name, revisions)
+    return f"sum by (revision, le) (increase({REQUEST_DURATION}_bucket{match}[{window(seconds)}]))"
 
 
 def scraped(namespace: str, name: str, revisions: list[str]) -> str:
     """Which revisions Prometheus scrapes at all: an absent series means blindness, not zero traffic."""
-    return f"max by (revision) (modelship_model_ready{selector(namespace, name, revisions)})"
+    return f"max by (revision) ({MODEL_READY}{selector(namespace, name, revisions)})"
+
+
+def divergence_buckets(namespace: str, name: str, canary: str, seconds: float) -> str:
+    """The canary's divergence histogram (cumulative, with _count as +Inf); mean and test come from it."""
+    match = selector(namespace, name, [canary])
+    return f"sum by (le) (increase({OUTPUT_DIVERGENCE}_bucket{match}[{window(seconds)}]))"
 
 
 def divergence_sum(namespace: str, name: str, canary: str, seconds: float) -> str:
     match = selector(namespace, name, [canary])
-    return f"sum(increase(modelship_output_divergence_sum{match}[{window(seconds)}]))"
-
-
-def divergence_count(namespace: str, name: str, canary: str, seconds: float) -> str:
-    match = selector(namespace, name, [canary])
-    return f"sum(increase(modelship_output_divergence_count{match}[{window(seconds)}]))"
+    return f"sum(increase({OUTPUT_DIVERGENCE}_sum{match}[{window(seconds)}]))"

@@ -18,7 +18,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import metrics
-from .analysis import Criteria, Outcome, judge
+from .analysis import Outcome, criteria_for, drift_measured, judge
 from .api import InvalidSpecError, ModelDeploymentSpec, ModelDeploymentStatus, parse_spec
 from .children import desired_children, object_key, revision_record
 from .conditions import with_apply_failure
@@ -211,9 +211,6 @@ class Operator:
         source = self._sources.get(url) or self._sources.setdefault(
             url, PrometheusSource(url, self.settings.prometheus_timeout_seconds)
         )
-        with_drift = (
-            spec.traffic.mode == "router" and spec.traffic.mirror_percent > 0 and spec.model.task == "text-generation"
-        )
         started = time.monotonic()
         measurement = await asyncio.to_thread(
             source.measure,
@@ -222,10 +219,9 @@ class Operator:
             status.stable_revision,
             status.canary_revision,
             analysis_window_seconds(status, spec, now),
-            with_drift,
+            drift_measured(spec),
         )
-        analysis = spec.rollout.analysis
-        outcome = judge(measurement, Criteria(analysis.thresholds, analysis.min_requests, analysis.confidence))
+        outcome = judge(measurement, criteria_for(spec), status.carried_evidence)
         metrics.ANALYSIS_DURATION.labels(namespace, name).observe(time.monotonic() - started)
         return outcome
 

@@ -10,7 +10,7 @@ Prometheus; the handler gathers the observation and applies the decision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -21,6 +21,7 @@ from .api.status import (
     AnalysisRecord,
     HistoryEntry,
     HistoryResult,
+    MetricResult,
     ModelDeploymentStatus,
     Phase,
     RetiringRevision,
@@ -95,6 +96,7 @@ class _Work:
         self.retiring = list(s.retiring)
         self.history = list(s.history)
         self.last_analysis = s.last_analysis
+        self.carried = dict(s.carried_evidence)
         self.message = ""
         self.rollback_reason = next(
             (
@@ -108,15 +110,28 @@ class _Work:
     def event(self, kind: str, reason: str, message: str) -> None:
         self.events.append(Event(kind, reason, message))
 
-    def remember(self, revision: str, result: HistoryResult, reason: str, started: datetime | None) -> None:
-        self.history = [
-            *self.history,
-            HistoryEntry(revision=revision, result=result, started_at=started, finished_at=self.now, reason=reason),
-        ][-HISTORY_LIMIT:]
+    def remember(
+        self,
+        revision: str,
+        result: HistoryResult,
+        reason: str,
+        started: datetime | None,
+        evidence: Sequence[MetricResult] = (),
+    ) -> None:
+        entry = HistoryEntry(
+            revision=revision,
+            result=result,
+            started_at=started,
+            finished_at=self.now,
+            reason=reason,
+            analysis=list(evidence),
+        )
+        self.history = [*self.history, entry][-HISTORY_LIMIT:]
 
     def start_canary(self, revision: str) -> None:
         self.canary, self.weight, self.step = revision, 0, None
         self.step_started_at, self.blind_since, self.last_analysis = None, None, None
+        self.carried = {}
         self.rollout_started_at = self.now
         self.event("Normal", "RolloutStarted", f"canary {revision} started against stable {self.stable}")
 
@@ -132,10 +147,10 @@ class _Work:
         self.step_started_at, self.blind_since, self.rollout_started_at = None, None, None
         self.result = "promoted"
 
-    def roll_back(self, why: str, by_user: bool = False) -> None:
+    def roll_back(self, why: str, by_user: bool = False, evidence: Sequence[MetricResult] = ()) -> None:
         assert self.canary is not None
         result = HistoryResult.ABORTED if by_user else HistoryResult.ROLLED_BACK
-        self.remember(self.canary, result, why, self.rollout_started_at)
+        self.remember(self.canary, result, why, self.rollout_started_at, evidence)
         self.event("Warning", "RolledBack", f"{self.canary} rolled back at weight {self.weight}: {why}")
         self.aborted, self.aborted_at, self.rollback_reason = self.canary, self.now, why
         self.canary, self.weight, self.step = None, 0, None
@@ -260,6 +275,7 @@ def decide(previous: ModelDeploymentStatus, observation: Observation) -> Decisio
         stable_ready_replicas=stable_state.ready if stable_state else 0,
         canary_ready_replicas=canary_state.ready if canary_state else 0,
         last_analysis=work.last_analysis,
+        carried_evidence=work.carried if work.canary is not None else {},
         history=work.history,
         conditions=conditions(situation, previous.conditions, observation.generation, now),
     )
@@ -283,7 +299,10 @@ def _apply_pause_actions(work: _Work, action: str | None) -> None:
     elif action == "resume" and work.user_paused:
         work.user_paused = False
         if work.step is not None:
-            work.step_started_at = work.now  # evidence is counted afresh from the resume
+            work.step_started_at = work.now  # counts start afresh from the resume; the evidence so far carries
+            last = work.last_analysis
+            if last is not None and last.step == work.step:
+                work.carried = dict(last.evidence)
         work.event("Normal", "Resumed", "rollout resumed by a user")
 
 
@@ -320,7 +339,12 @@ def _advance_canary(work: _Work, spec: ModelDeploymentSpec, observation: Observa
     outcome = observation.analysis
     if outcome is not None:
         work.last_analysis = AnalysisRecord(
-            time=now, step=work.step, verdict=outcome.verdict, message=outcome.message, metrics=list(outcome.metrics)
+            time=now,
+            step=work.step,
+            verdict=outcome.verdict,
+            message=outcome.message,
+            metrics=list(outcome.metrics),
+            evidence=dict(outcome.evidence),
         )
         stalled = _judge(work, spec, outcome)
         if work.canary is None or stalled:
@@ -336,7 +360,9 @@ def _advance_canary(work: _Work, spec: ModelDeploymentSpec, observation: Observa
         and last.time >= work.step_started_at
     )
     if passed and step_over and work.blind_since is None:
+        assert last is not None
         if work.step + 1 < len(steps):
+            work.carried = dict(last.evidence)  # the next step's evidence multiplies this step's
             work.step += 1
             work.weight, work.step_started_at = steps[work.step].weight, now
             work.event(
@@ -354,7 +380,7 @@ def _advance_canary(work: _Work, spec: ModelDeploymentSpec, observation: Observa
 def _judge(work: _Work, spec: ModelDeploymentSpec, outcome: Outcome) -> str | None:
     analysis = spec.rollout.analysis
     if outcome.verdict == Verdict.FAIL:
-        work.roll_back(f"analysis failed: {outcome.message}")
+        work.roll_back(f"analysis failed: {outcome.message}", evidence=outcome.metrics)
         return None
     if outcome.verdict in (Verdict.ERROR, Verdict.NO_DATA):
         if work.blind_since is None:

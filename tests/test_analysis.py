@@ -12,19 +12,29 @@ from model_operator.analysis import (
     DriftSample,
     Measurement,
     TrackSample,
-    binomial_tail,
+    bound_at_or_above,
+    count_above,
     judge,
+    lower_bounds,
+    pooled,
     quantile,
-    slower_than,
 )
 from model_operator.api.spec import Thresholds
 from model_operator.api.status import Verdict
+from model_runtime.contract import DEFAULT_LATENCY_BUCKETS
 
 CRITERIA = Criteria(Thresholds(), min_requests=200, confidence=0.99)
 NAN = float("nan")
+DIVERGENCE_BOUNDS = (0.01, 0.02, 0.05, 0.1, 0.12, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0)
 
 
-BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+def drift(values: list[float]) -> DriftSample:
+    """Mirrored comparisons with these divergences, as the router's histogram reports them."""
+    buckets = tuple((bound, float(sum(1 for v in values if v <= bound))) for bound in (*DIVERGENCE_BOUNDS, math.inf))
+    return DriftSample(len(values), sum(values) / len(values) if values else NAN, buckets)
+
+
+BOUNDS = DEFAULT_LATENCY_BUCKETS
 
 
 def histogram(latencies: list[float]) -> tuple[tuple[float, float], ...]:
@@ -38,7 +48,8 @@ def track(
     scraped: bool = True,
     slow: float | None = None,
 ) -> TrackSample:
-    """`requests` requests, most at 60% of `p99` and the slowest 1% (or a `slow` share) at `p99`."""
+    """`requests` requests, most spread over 50-60% of `p99` and the slowest 1% (or a `slow` share) over
+    90-100% of it."""
     if requests is None or p99 is None or math.isnan(requests) or math.isnan(p99):
         return TrackSample(requests=requests, errors=errors, buckets=None, scraped=scraped)
     count = max(0, round(requests))
@@ -47,8 +58,12 @@ def track(
         requests=requests,
         errors=errors,
         scraped=scraped,
-        buckets=histogram([p99 * 0.6] * (count - tail) + [p99] * tail),
+        buckets=histogram(_spread(p99 * 0.5, p99 * 0.6, count - tail) + _spread(p99 * 0.9, p99, tail)),
     )
+
+
+def _spread(low: float, high: float, count: int) -> list[float]:
+    return [low + (high - low) * (i + 1) / count for i in range(count)]
 
 
 CASES = [
@@ -57,7 +72,7 @@ CASES = [
     ("low-traffic", track(1000), track(40), None, None, Verdict.INCONCLUSIVE, "waiting for 200"),
     ("no-traffic-yet", track(0), track(0), None, None, Verdict.INCONCLUSIVE, "waiting"),
     ("zero-errors-both", track(5000, 0), track(5000, 0), None, None, Verdict.PASS, ""),
-    ("all-errors-early", track(1000, 0), track(20, 20), None, None, Verdict.FAIL, "above the 1.00% cap"),
+    ("all-errors-early", track(1000, 0), track(20, 20), None, None, Verdict.FAIL, "above the 1.00% cap and"),
     ("some-errors-significant", track(2000, 2), track(400, 16), None, None, Verdict.FAIL, "error rate"),
     ("one-error-is-noise", track(2000, 2), track(400, 1), None, None, Verdict.PASS, ""),
     ("both-erroring-equally-under-cap", track(4000, 20), track(1000, 5), None, None, Verdict.PASS, ""),
@@ -69,9 +84,17 @@ CASES = [
         None,
         None,
         Verdict.FAIL,
-        "6 of 6 requests slower",
+        "6 vs 0 requests slower than",
     ),
-    ("one-slow-request-is-noise", track(1000, p99=0.025), track(28, p99=0.048), None, None, Verdict.INCONCLUSIVE, ""),
+    (
+        "one-slow-request-is-noise",
+        track(1000, p99=0.025),
+        TrackSample(28, 0, histogram([0.013] * 27 + [0.048]), True),
+        None,
+        None,
+        Verdict.INCONCLUSIVE,
+        "",
+    ),
     (
         "a-slow-tail-of-one-percent-is-a-p99-not-a-regression",
         TrackSample(1000, 0, histogram([0.06] * 990 + [0.1] * 10), True),
@@ -81,8 +104,16 @@ CASES = [
         Verdict.PASS,
         "",
     ),
-    ("within-noise-floor", track(1000, p99=0.010), track(300, p99=0.016, slow=0.5), None, None, Verdict.PASS, ""),
-    ("over-absolute-cap", track(1000, p99=0.6), track(300, p99=0.65, slow=0.5), None, None, Verdict.FAIL, "cap"),
+    ("over-absolute-cap", track(1000, p99=0.45), track(300, p99=0.75, slow=0.5), None, None, Verdict.FAIL, "cap"),
+    (
+        "stable-over-the-cap-too-is-not-the-canary",
+        track(1000, p99=0.75),
+        track(300, p99=0.75),
+        None,
+        None,
+        Verdict.PASS,
+        "",
+    ),
     (
         "a-stall-that-hits-both-tracks-is-not-the-canary",
         TrackSample(30, 0, histogram([0.02] * 26 + [1.2] * 4), True),
@@ -123,13 +154,22 @@ CASES = [
         "connection refused",
     ),
     ("failure-beats-query-error", track(1000, 0), track(100, 100), None, "timeout", Verdict.FAIL, "cap"),
-    ("drift-ok", track(1000), track(300), DriftSample(40, 0.02), None, Verdict.PASS, ""),
-    ("drift-high", track(1000), track(300), DriftSample(40, 0.4), None, Verdict.FAIL, "diverge"),
+    ("drift-ok", track(1000), track(300), drift([0.02] * 40), None, Verdict.PASS, ""),
+    ("drift-high", track(1000), track(300), drift([0.45] * 40), None, Verdict.FAIL, "significantly above 0.15"),
+    (
+        "drift-just-over-is-not-yet-significant",
+        track(1000),
+        track(300),
+        drift([0.17] * 12),
+        None,
+        Verdict.PASS,
+        "",
+    ),
     (
         "drift-few-comparisons",
         track(1000),
         track(300),
-        DriftSample(3, 0.4),
+        drift([0.4] * 3),
         None,
         Verdict.INCONCLUSIVE,
         "mirrored comparisons",
@@ -149,37 +189,22 @@ def test_verdicts(
     assert words in outcome.message
 
 
+@pytest.mark.parametrize(("floor", "verdict"), [(0.5, Verdict.PASS), (0.1, Verdict.FAIL)])
+def test_a_slowdown_within_the_noise_floor_passes(floor: float, verdict: Verdict) -> None:
+    """1.3x stable's P99 breaks the 1.25 ratio, but +0.3 s may be within what the user calls noise."""
+    criteria = Criteria(Thresholds(latency_noise_floor_seconds=floor, p99_latency_seconds=60), 200, 0.99)
+    stable, canary = track(2000, p99=1.0, slow=0.05), track(2000, p99=1.3, slow=0.05)
+    assert judge(Measurement(stable, canary, None), criteria).verdict == verdict
+
+
 def test_every_metric_is_reported_with_both_tracks() -> None:
-    outcome = judge(Measurement(track(1000, 3, 0.1), track(300, 1, 0.11), DriftSample(30, 0.01)), CRITERIA)
+    outcome = judge(Measurement(track(1000, 3, 0.1), track(300, 1, 0.11), drift([0.01] * 30)), CRITERIA)
     by_name = {m.name: m for m in outcome.metrics}
     assert set(by_name) == {"requests", "errorRate", "p99LatencySeconds", "drift"}
     assert by_name["errorRate"].canary == pytest.approx(1 / 300)
     assert by_name["errorRate"].stable == pytest.approx(3 / 1000)
     assert by_name["p99LatencySeconds"].canary_samples == 300
     assert outcome.enough_requests
-
-
-@pytest.mark.parametrize(
-    ("k", "n", "p", "expected"),
-    [
-        (0, 10, 0.5, 1.0),
-        (11, 10, 0.5, 0.0),
-        (10, 10, 0.5, 0.5**10),
-        (1, 1, 0.3, 0.3),
-        (5, 10, 0.5, 0.623046875),
-        (3, 100, 0.0, 0.0),
-        (3, 100, 1.0, 1.0),
-    ],
-)
-def test_binomial_tail(k: int, n: int, p: float, expected: float) -> None:
-    assert binomial_tail(k, n, p) == pytest.approx(expected, rel=1e-9)
-
-
-def test_binomial_tail_large_n_uses_the_normal_approximation() -> None:
-    exact_side = binomial_tail(120, 20_000, 0.005)
-    approximate = binomial_tail(240, 40_000, 0.005)
-    assert 0 < approximate < exact_side < 1
-    assert math.isfinite(approximate)
 
 
 def test_error_test_needs_fewer_requests_the_worse_the_canary_is() -> None:
@@ -197,8 +222,8 @@ def test_promql_selects_both_tracks_in_one_query() -> None:
     query = promql.requests("team-a", "chat", ["s1", "c1"], 42.4)
     assert query == (
         'sum by (revision) (increase(modelship_requests_total{namespace="team-a",'
-        'model_deployment="chat",revision=~"s1|c1",endpoint=~"completions|chat_completions|embeddings"}'
-        "[42s]))"
+        'model_deployment="chat",revision=~"s1|c1",endpoint=~"completions|chat_completions|embeddings",'
+        'source="user"}[42s]))'
     )
     assert 'code=~"5.."' in promql.errors("ns", "m", ["a"], 10)
     assert promql.latency_buckets("ns", "m", ["a", "b"], 10).startswith("sum by (revision, le) (increase(")
@@ -228,8 +253,57 @@ def test_quantile_matches_histogram_quantile(buckets: tuple[tuple[float, float],
     assert value == (pytest.approx(expected) if expected is not None else None)
 
 
-def test_slower_than_counts_only_certainly_slower_requests() -> None:
+def test_slow_requests_are_counted_above_one_bound_for_both_tracks() -> None:
     buckets = ((0.05, 90.0), (0.1, 95.0), (0.2, 99.0), (math.inf, 100.0))
-    assert slower_than(0.1, buckets) == 5
-    assert slower_than(0.07, buckets) == 5  # the 0.05-0.1 bucket may hold faster ones: not counted
-    assert slower_than(10.0, buckets) == 0
+    assert bound_at_or_above(0.07, buckets) == 0.1  # never below the limit: only certainly slower ones
+    assert bound_at_or_above(0.1, buckets) == 0.1
+    assert bound_at_or_above(10.0, buckets) is None
+    assert count_above(0.1, buckets) == 5
+    assert count_above(0.2, buckets) == 1
+    assert pooled(buckets, ((0.05, 10.0), (0.1, 10.0), (0.2, 10.0), (math.inf, 10.0)))[0] == (0.05, 100.0)
+
+
+def test_histogram_lower_bounds() -> None:
+    cumulative = ((0.1, 3.0), (0.2, 5.0), (math.inf, 6.0))
+    assert lower_bounds(cumulative) == ((0.0, 3.0), (0.1, 2.0), (0.2, 1.0))
+
+
+def test_the_evidence_is_on_every_sli() -> None:
+    queries = {"errorRate": "sum(errors)", "p99LatencySeconds": "sum(buckets)"}
+    outcome = judge(Measurement(track(1000, 0), track(300, 300), None, queries=queries), CRITERIA)
+    errors = next(m for m in outcome.metrics if m.name == "errorRate")
+    assert errors.verdict == Verdict.FAIL
+    assert errors.query == "sum(errors)"
+    assert errors.threshold == 0.01
+    assert errors.alpha == pytest.approx(0.005)  # 1% over two SLIs
+    assert errors.e_value is not None
+    assert errors.e_value >= 1 / 0.005
+    assert errors.p_value == pytest.approx(1 / errors.e_value)
+    assert "canary 300 of 300 pooled" in errors.statistic
+
+
+@pytest.mark.parametrize(("drift_measured", "alpha"), [(False, 0.005), (True, 0.01 / 3)])
+def test_alpha_is_split_over_the_slis(drift_measured: bool, alpha: float) -> None:
+    sample = drift([0.01] * 30) if drift_measured else None
+    outcome = judge(Measurement(track(1000), track(300), sample), CRITERIA)
+    alphas = [m.alpha for m in outcome.metrics if m.name != "requests"]
+    assert alphas == pytest.approx([alpha] * (3 if drift_measured else 2))
+
+
+def test_evidence_from_earlier_steps_multiplies_this_steps() -> None:
+    """Neither step alone is significant; together they are, and the evidence says what to carry on."""
+    stable, canary = track(2000, errors=10), track(400, errors=10)
+    alone = judge(Measurement(stable, canary, None), CRITERIA)
+    assert alone.verdict == Verdict.PASS
+    carried = dict(alone.evidence)
+    assert 1 < carried["errorRate"] < 200
+    together = judge(Measurement(stable, canary, None), CRITERIA, carried)
+    assert together.verdict == Verdict.FAIL
+    assert together.evidence["errorRate"] == pytest.approx(carried["errorRate"] ** 2)
+
+
+def test_a_failed_query_keeps_the_evidence_as_it_was() -> None:
+    carried = {"errorRate": 7.0, "drift": 2.0}
+    outcome = judge(Measurement(track(None, None, None), track(None, None, None), None, "timeout"), CRITERIA, carried)
+    assert outcome.verdict == Verdict.ERROR
+    assert outcome.evidence == carried

@@ -68,6 +68,26 @@ class MetricResult(StatusModel):
     reason: str = ""
     """Why, in words."""
 
+    threshold: float | None = None
+    """The limit judged against: the absolute cap, the allowed P99 (when the ratio failed), the drift mean,
+    or minRequests."""
+
+    statistic: str = ""
+    """The test's counts: the canary's and stable's events and the canary's share of requests."""
+
+    e_value: float | None = None
+    """The evidence against "the canary is no worse" (an e-value; valid however often it is looked at). The
+    SLI fails when it reaches 1/alpha."""
+
+    p_value: float | None = None
+    """The always-valid p-value, min(1, 1/eValue)."""
+
+    alpha: float | None = None
+    """What this SLI's test may spend in this step: (1 - confidence) / (steps x SLIs)."""
+
+    query: str = ""
+    """The PromQL that measured it."""
+
 
 class AnalysisRecord(StatusModel):
     """The last analysis of the canary."""
@@ -87,6 +107,10 @@ class AnalysisRecord(StatusModel):
     metrics: list[MetricResult] = Field(default_factory=list)
     """Per-SLI results."""
 
+    evidence: dict[str, float] = Field(default_factory=dict)
+    """Each test's e-value over the rollout so far (earlier steps' carried in): what the next step starts
+    from when this one passes."""
+
 
 class HistoryEntry(StatusModel):
     """How one revision's rollout ended."""
@@ -105,6 +129,9 @@ class HistoryEntry(StatusModel):
 
     reason: str = ""
     """Why it ended so."""
+
+    analysis: list[MetricResult] = Field(default_factory=list)
+    """For a rollback decided by the analysis: the per-SLI evidence it was decided on."""
 
 
 class RetiringRevision(StatusModel):
@@ -195,6 +222,10 @@ class ModelDeploymentStatus(StatusModel):
 
     last_analysis: AnalysisRecord | None = None
     """The last analysis of the canary."""
+
+    carried_evidence: dict[str, float] = Field(default_factory=dict)
+    """Each test's e-value at the end of the canary's earlier steps: evidence is multiplied across steps,
+    so a rollout spends 1 - confidence once, not once per step."""
 
     history: list[HistoryEntry] = Field(default_factory=list)
     """The last revisions and how each ended, newest last."""
