@@ -74,10 +74,11 @@ def load_and_start(settings: RuntimeSettings, dataplane: DataPlane) -> None:
 
 
 async def serve(settings: RuntimeSettings) -> int:
-    metrics = RuntimeMetrics(settings.namespace, settings.model_deployment, settings.revision)
+    metrics = RuntimeMetrics(settings.namespace, settings.model_deployment, settings.revision, settings.latency_bounds)
     dataplane = DataPlane(settings, metrics)
     metrics.ready(False)
-    runner = web.AppRunner(Server(dataplane).app(), access_log=None, handle_signals=False)
+    # handler_cancellation: a client that hangs up cancels its handler, and so its sequence in the engine.
+    runner = web.AppRunner(Server(dataplane).app(), access_log=None, handle_signals=False, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=settings.shutdown_timeout_seconds)
     await site.start()

@@ -8,7 +8,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -244,7 +244,7 @@ class DataPlane:
 
     async def completion_stream(
         self, request: CompletionRequest, ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         await self._faults()
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         async for event in self._generate(ids, params):
@@ -347,7 +347,7 @@ class DataPlane:
 
     async def chat_stream(
         self, request: ChatRequest, ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         await self._faults()
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         first = True

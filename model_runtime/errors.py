@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .contract import CLIENT_CLOSED_REQUEST
+
 
 class ApiError(Exception):
     """A request the runtime refuses or cannot finish; becomes `{"error": {...}}` with `status`."""
@@ -65,6 +67,14 @@ class SchemaError(ApiError):
 
     status = 422
     kind = "schema_error"
+
+
+class ClientDisconnected(ApiError):
+    """The client hung up before the answer was complete: recorded as 499 (nginx's convention), not an
+    error of the server; its sequence is cancelled."""
+
+    status = CLIENT_CLOSED_REQUEST
+    kind = "client_closed_request"
 
 
 class QueueFull(ApiError):

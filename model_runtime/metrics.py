@@ -8,68 +8,62 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from . import __version__
-
-LATENCY_BUCKETS = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.4,
-    0.5,
-    0.75,
-    1.0,
-    1.5,
-    2.0,
-    3.0,
-    5.0,
-    7.5,
-    10.0,
-    15.0,
-    30.0,
-    60.0,
+from .contract import (
+    CODE_LABEL,
+    DEFAULT_LATENCY_BUCKETS,
+    ENDPOINT_LABEL,
+    IDENTITY_LABELS,
+    MODEL_READY,
+    REQUEST_DURATION,
+    REQUESTS_TOTAL,
+    SOURCE_LABEL,
+    SOURCE_USER,
+    TIME_TO_FIRST_TOKEN,
 )
+
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
-IDENTITY = ("namespace", "model_deployment", "revision")
+IDENTITY = IDENTITY_LABELS
 
 
 class RuntimeMetrics:
     """Every metric of one runtime process, in its own registry (tests create many)."""
 
-    def __init__(self, namespace: str, model_deployment: str, revision: str) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        model_deployment: str,
+        revision: str,
+        latency_buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.identity = {"namespace": namespace, "model_deployment": model_deployment, "revision": revision}
         r = self.registry
         self.request_duration = Histogram(
-            "modelship_request_duration_seconds",
-            "Request latency, end to end.",
-            [*IDENTITY, "endpoint"],
-            buckets=LATENCY_BUCKETS,
+            REQUEST_DURATION,
+            "Request latency, end to end, by endpoint and source (user traffic or the router's mirror probes).",
+            [*IDENTITY, ENDPOINT_LABEL, SOURCE_LABEL],
+            buckets=latency_buckets,
             registry=r,
         )
         self.requests = Counter(
-            "modelship_requests_total",
-            "Requests answered, by endpoint and HTTP code.",
-            [*IDENTITY, "endpoint", "code"],
+            REQUESTS_TOTAL,
+            "Requests answered, by endpoint, HTTP code (499: the client hung up) and source.",
+            [*IDENTITY, ENDPOINT_LABEL, CODE_LABEL, SOURCE_LABEL],
             registry=r,
         )
         self.queue_duration = Histogram(
             "modelship_queue_duration_seconds",
             "Time a request waited in the queue.",
             IDENTITY,
-            buckets=LATENCY_BUCKETS,
+            buckets=latency_buckets,
             registry=r,
         )
         self.prefill_duration = Histogram(
             "modelship_prefill_duration_seconds",
             "Prompt processing time of each request's batch.",
             IDENTITY,
-            buckets=LATENCY_BUCKETS,
+            buckets=latency_buckets,
             registry=r,
         )
         self.decode_step_duration = Histogram(
@@ -80,10 +74,10 @@ class RuntimeMetrics:
             registry=r,
         )
         self.time_to_first_token = Histogram(
-            "modelship_time_to_first_token_seconds",
+            TIME_TO_FIRST_TOKEN,
             "From arrival to the first generated token.",
             IDENTITY,
-            buckets=LATENCY_BUCKETS,
+            buckets=latency_buckets,
             registry=r,
         )
         self.batch_size = Histogram(
@@ -100,7 +94,7 @@ class RuntimeMetrics:
             registry=r,
         )
         self.model_ready = Gauge(
-            "modelship_model_ready", "1 when the model is loaded, warmed up and not draining.", IDENTITY, registry=r
+            MODEL_READY, "1 when the model is loaded, warmed up and not draining.", IDENTITY, registry=r
         )
         self.build_info = Gauge(
             "modelship_build_info",
@@ -117,9 +111,9 @@ class RuntimeMetrics:
         self.waiting.labels(**self.identity).set_function(waiting)
         self.input_drift.labels(**self.identity).set_function(lambda: drift() or 0.0)
 
-    def request(self, endpoint: str, code: int, seconds: float) -> None:
-        self.requests.labels(**self.identity, endpoint=endpoint, code=str(code)).inc()
-        self.request_duration.labels(**self.identity, endpoint=endpoint).observe(seconds)
+    def request(self, endpoint: str, code: int, seconds: float, source: str = SOURCE_USER) -> None:
+        self.requests.labels(**self.identity, endpoint=endpoint, code=str(code), source=source).inc()
+        self.request_duration.labels(**self.identity, endpoint=endpoint, source=source).observe(seconds)
 
     def tokens(self, prompt: int, generated: int) -> None:
         self.prompt_tokens.labels(**self.identity).inc(prompt)

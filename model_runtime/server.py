@@ -3,18 +3,29 @@ JSON error shape, stream server-sent events, and time every request. Prompts are
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from .contract import CLIENT_CLOSED_REQUEST, MIRROR_HEADER, REVISION_HEADER, SOURCE_MIRROR, SOURCE_USER
 from .dataplane import DataPlane
-from .errors import ApiError, BodyTooLarge, InvalidRequest, MethodNotAllowed, NotFound, NotReady, Unauthorized
+from .errors import (
+    ApiError,
+    BodyTooLarge,
+    ClientDisconnected,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    NotReady,
+    Unauthorized,
+)
 
 log = logging.getLogger("model_runtime.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -50,7 +61,7 @@ class Server:
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
         self.settings = dataplane.settings
-        self.identity = {"x-modelship-revision": self.settings.revision or "unknown"}
+        self.identity = {REVISION_HEADER: self.settings.revision or "unknown"}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes, middlewares=[self.middleware])
@@ -69,6 +80,8 @@ class Server:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         headers = {**self.identity, "x-request-id": request_id}
         endpoint = ENDPOINTS.get(request.path)
+        # The router's mirror probes are not user traffic: their own series, out of the analysis' SLIs.
+        source = SOURCE_MIRROR if request.headers.get(MIRROR_HEADER) else SOURCE_USER
         status = 500
         try:
             if endpoint and endpoint != "models":
@@ -78,6 +91,14 @@ class Server:
             if not response.prepared:
                 response.headers.update(headers)
             return response
+        except ClientDisconnected:
+            status = CLIENT_CLOSED_REQUEST
+            raise
+        except asyncio.CancelledError:
+            # aiohttp cancels the handler when the client drops the connection (handler_cancellation):
+            # the generation is cancelled with it (the dataplane's finally), and it is no server error.
+            status = CLIENT_CLOSED_REQUEST
+            raise
         except ApiError as error:
             status = error.status
             return error_response(error, headers)
@@ -91,7 +112,7 @@ class Server:
         finally:
             elapsed = time.monotonic() - started
             if endpoint:
-                self.dataplane.metrics.request(endpoint, status, elapsed)
+                self.dataplane.metrics.request(endpoint, status, elapsed, source)
                 log.info("%s %s %d %.3fs id=%s", request.method, request.path, status, elapsed, request_id)
 
     def _authorize(self, request: web.Request) -> None:
@@ -115,21 +136,25 @@ class Server:
     def _admit(self) -> None:
         self.dataplane.admission.enter()
 
-    async def _stream(self, request: web.Request, chunks: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, chunks: AsyncGenerator[dict[str, Any], None]) -> web.StreamResponse:
         """Server-sent events; an error after the first byte becomes an `error` event, then [DONE]."""
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **self.identity}
         )
         first = await anext(chunks)  # errors before any output still get their status code
-        await response.prepare(request)
-        await response.write(f"data: {json.dumps(first)}\n\n".encode())
         try:
-            async for chunk in chunks:
-                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        except ApiError as error:
-            await response.write(f"data: {json.dumps(error.body())}\n\n".encode())
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
+            await response.prepare(request)
+            await response.write(f"data: {json.dumps(first)}\n\n".encode())
+            try:
+                async for chunk in chunks:
+                    await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            except ApiError as error:
+                await response.write(f"data: {json.dumps(error.body())}\n\n".encode())
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionError:  # aiohttp's ClientConnectionResetError is one: the client hung up
+            await chunks.aclose()  # the dataplane's finally cancels the sequence in the engine
+            raise ClientDisconnected("the client closed the connection mid-stream") from None
         return response
 
     async def completions(self, request: web.Request) -> web.StreamResponse:

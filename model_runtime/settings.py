@@ -8,7 +8,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .contract import parse_latency_buckets
 
 
 class SettingsError(ValueError):
@@ -46,6 +48,18 @@ class RuntimeSettings(BaseModel):
     fault_latency_seconds: float = Field(default=0.0, ge=0)
     fault_error_rate: float = Field(default=0.0, ge=0, le=1)
     fault_never_ready: bool = False
+    latency_buckets: str = ""
+    """Request-latency histogram bounds in seconds, comma-separated; empty: model_runtime.contract's default."""
+
+    @field_validator("latency_buckets")
+    @classmethod
+    def _buckets_parse(cls, value: str) -> str:
+        parse_latency_buckets(value)
+        return value
+
+    @property
+    def latency_bounds(self) -> tuple[float, ...]:
+        return parse_latency_buckets(self.latency_buckets)
 
     @model_validator(mode="after")
     def _faults_need_the_switch(self) -> RuntimeSettings:

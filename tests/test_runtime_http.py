@@ -4,11 +4,14 @@ never disturbs good requests running beside it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from typing import Any
 
 import pytest
 
+from tests.metrics_helpers import sample
 from tests.runtime_helpers import running_app
 
 GOOD = {"model": "model", "prompt": "hello world", "max_tokens": 6, "temperature": 0}
@@ -199,10 +202,12 @@ async def test_metrics_are_labelled_and_count(tiny_loaded: Any) -> None:
             await client.post("/v1/completions", json=GOOD)
         await client.post("/v1/completions", json={**GOOD, "model": "nope"})
         text = await (await client.get("/metrics")).text()
-    identity = 'model_deployment="md",namespace="ns",revision="r1"'
-    assert f'modelship_requests_total{{code="200",endpoint="completions",{identity}}} 3.0' in text
-    assert f'modelship_requests_total{{code="404",endpoint="completions",{identity}}} 1.0' in text
-    assert f"modelship_generation_tokens_total{{{identity}}} 18.0" in text
+    identity = {"model_deployment": "md", "namespace": "ns", "revision": "r1"}
+    user = {**identity, "endpoint": "completions", "source": "user"}
+    assert sample(text, "modelship_requests_total", code="200", **user) == 3.0
+    assert sample(text, "modelship_requests_total", code="404", **user) == 1.0
+    assert sample(text, "modelship_generation_tokens_total", **identity) == 18.0
+    assert sample(text, "modelship_request_duration_seconds_count", **user) == 4.0
     for name in (
         "modelship_request_duration_seconds_bucket",
         "modelship_queue_duration_seconds_count",
@@ -216,3 +221,51 @@ async def test_metrics_are_labelled_and_count(tiny_loaded: Any) -> None:
         "modelship_model_ready",
     ):
         assert name in text, name
+
+
+async def test_mirror_probes_are_counted_apart_from_user_traffic(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded) as (client, _):
+        await client.post("/v1/completions", json=GOOD)
+        await client.post("/v1/completions", json=GOOD, headers={"x-modelship-mirror": "1"})
+        await client.post("/v1/completions", json={**GOOD, "max_tokens": "x"}, headers={"x-modelship-mirror": "1"})
+        text = await (await client.get("/metrics")).text()
+    labels = {"endpoint": "completions", "revision": "r1"}
+    assert sample(text, "modelship_requests_total", code="200", source="user", **labels) == 1.0
+    assert sample(text, "modelship_requests_total", code="200", source="mirror", **labels) == 1.0
+    assert sample(text, "modelship_requests_total", code="422", source="mirror", **labels) == 1.0
+    assert sample(text, "modelship_request_duration_seconds_count", source="user", **labels) == 1.0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_hangs_up_is_499_and_its_sequence_is_cancelled(tiny_loaded: Any, stream: bool) -> None:
+    long = {**GOOD, "max_tokens": 400, "ignore_eos": True, "stream": stream}
+    async with running_app(tiny_loaded) as (client, dataplane):
+        assert dataplane.engine is not None
+
+        async def hang_up() -> None:
+            response = await client.post("/v1/completions", json=long)
+            if stream:
+                await response.content.readline()  # the first event: generation is under way
+            response.close()  # drop the connection, as a client giving up does
+
+        if stream:
+            await hang_up()
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hang_up(), timeout=0.15)
+        engine: Any = dataplane.engine
+        deadline = time.monotonic() + 2.0
+        while engine.active and time.monotonic() < deadline:  # noqa: ASYNC110 (the engine is a thread)
+            await asyncio.sleep(0.01)
+        assert not engine.active
+        await asyncio.sleep(0.05)  # the handler's own bookkeeping finishes after the engine lets go
+        text = await (await client.get("/metrics")).text()
+        after = await client.post("/v1/completions", json=GOOD)
+        assert after.status == 200
+    labels = {"endpoint": "completions", "source": "user"}
+    assert sample(text, "modelship_requests_total", code="499", **labels) == 1.0
+    assert sample(text, "modelship_requests_total", code="500", **labels) is None
+    # Cut short: had it run on, the engine would have taken 399 decode steps before letting it go.
+    steps = sample(text, "modelship_decode_step_duration_seconds_count", revision="r1")
+    assert steps is not None
+    assert steps < 300

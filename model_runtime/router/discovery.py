@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from model_runtime.contract import LABEL_REVISION, ROUTING_KEY, model_pods_label_selector
+
 from .state import RouterState
 
 log = logging.getLogger("model_runtime.router")
-ROUTING_KEY = "routing.json"
 
 
 def ready_endpoints(pods: list[dict[str, Any]], port: int) -> tuple[dict[str, list[str]], set[str]]:
@@ -26,7 +27,7 @@ def ready_endpoints(pods: list[dict[str, Any]], port: int) -> tuple[dict[str, li
     known: set[str] = set()
     for pod in pods:
         meta, status = pod.get("metadata", {}), pod.get("status", {})
-        revision = (meta.get("labels") or {}).get("modelship.io/revision")
+        revision = (meta.get("labels") or {}).get(LABEL_REVISION)
         if not revision:
             continue
         known.add(revision)
@@ -121,7 +122,7 @@ class KubeDiscovery:
     def _watch_pods(self, core: Any, api: Any, loop: asyncio.AbstractEventLoop) -> None:
         from kubernetes import watch
 
-        selector = f"modelship.io/model-deployment={self.name},app.kubernetes.io/component=model"
+        selector = model_pods_label_selector(self.name)
         while not self._stop.is_set():
             try:
                 listing = core.list_namespaced_pod(self.namespace, label_selector=selector)

@@ -17,6 +17,8 @@ from typing import cast
 
 import httptools
 
+from model_runtime.contract import MIRROR_HEADER
+
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -31,6 +33,7 @@ HOP_BY_HOP = frozenset(
         b"content-length",
     }
 )
+_MIRROR = MIRROR_HEADER.encode()
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -65,7 +68,9 @@ class Request:
         return None
 
     def forward_headers(self) -> Headers:
-        return [(k, v) for k, v in self.headers if k.lower() not in HOP_BY_HOP]
+        """The client's headers minus hop-by-hop ones, and minus the mirror mark: only the router's own
+        probes may keep themselves out of the SLIs."""
+        return [(k, v) for k, v in self.headers if k.lower() not in HOP_BY_HOP and k.lower() != _MIRROR]
 
 
 class Reply:

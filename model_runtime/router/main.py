@@ -20,7 +20,7 @@ log = logging.getLogger("model_runtime.router")
 
 
 async def run(settings: RouterSettings) -> int:
-    metrics = RouterMetrics(settings.namespace, settings.model_deployment)
+    metrics = RouterMetrics(settings.namespace, settings.model_deployment, settings.latency_bounds)
     state = RouterState(metrics)
     router = Router(settings, state, metrics)
     await router.start()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from model_runtime.metrics import LATENCY_BUCKETS
+from model_runtime.contract import DEFAULT_LATENCY_BUCKETS, DIVERGENCE_BUCKETS, OUTPUT_DIVERGENCE
 
-DIVERGENCE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
 IDENTITY = ("namespace", "model_deployment")
 
 
 class RouterMetrics:
-    def __init__(self, namespace: str, model_deployment: str) -> None:
+    def __init__(
+        self, namespace: str, model_deployment: str, latency_buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS
+    ) -> None:
         self.registry = r = CollectorRegistry()
         self.identity = (namespace, model_deployment)
         self.requests = Counter(
@@ -24,11 +25,11 @@ class RouterMetrics:
             "modelship_router_request_duration_seconds",
             "Latency seen by clients.",
             [*IDENTITY, "track", "revision", "code"],
-            buckets=LATENCY_BUCKETS,
+            buckets=latency_buckets,
             registry=r,
         )
         self.divergence = Histogram(
-            "modelship_output_divergence",
+            OUTPUT_DIVERGENCE,
             "Mean JS divergence of canary vs stable next-token distributions per mirrored request (0..1).",
             [*IDENTITY, "revision"],
             buckets=DIVERGENCE_BUCKETS,

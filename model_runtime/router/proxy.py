@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from model_runtime.contract import MIRROR_HEADER
 from model_runtime.errors import ApiError, BodyTooLarge, InvalidRequest, NotReady, Unauthorized
 
 from .divergence import mean_divergence, top_tokens
@@ -257,7 +258,7 @@ class Router:
     async def _probe(self, endpoint: Endpoint, path: str, probe: dict[str, Any], auth: dict[str, str]) -> Any:
         assert self.session is not None
         async with self.session.post(
-            f"http://{endpoint.address}{path}", json=probe, headers={**auth, "x-modelship-mirror": "1"}
+            f"http://{endpoint.address}{path}", json=probe, headers={**auth, MIRROR_HEADER: "1"}
         ) as response:
             response.raise_for_status()
             return await response.json()

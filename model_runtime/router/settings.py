@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from model_runtime.contract import parse_latency_buckets
 
 
 class RouterSettings(BaseModel):
@@ -28,6 +30,18 @@ class RouterSettings(BaseModel):
     divergence_tokens: int = Field(default=4, ge=1, le=64)
     divergence_top_k: int = Field(default=10, ge=1, le=20)
     shutdown_timeout_seconds: float = Field(default=10.0, ge=0)
+    latency_buckets: str = ""
+    """Request-latency histogram bounds in seconds, comma-separated; empty: model_runtime.contract's default."""
+
+    @field_validator("latency_buckets")
+    @classmethod
+    def _buckets_parse(cls, value: str) -> str:
+        parse_latency_buckets(value)
+        return value
+
+    @property
+    def latency_bounds(self) -> tuple[float, ...]:
+        return parse_latency_buckets(self.latency_buckets)
 
     @model_validator(mode="after")
     def _one_source(self) -> RouterSettings:

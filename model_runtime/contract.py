@@ -1,0 +1,143 @@
+"""What the operator and the runtime (model server and router) both know, defined once and imported by
+both: the labels and annotations of the pods, the routing config the operator writes and the router
+reads, the header that marks mirror probes, and the names, labels and buckets of the metrics the
+analysis queries. Light on purpose: the operator imports it without torch."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# ---- pods ------------------------------------------------------------------------------------------
+LABEL_MODEL_DEPLOYMENT = "modelship.io/model-deployment"
+LABEL_REVISION = "modelship.io/revision"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+COMPONENT_MODEL = "model"
+COMPONENT_ROUTER = "router"
+RUNTIME_PORT = 8080
+ROUTING_KEY = "routing.json"  # the key of the routing ConfigMap NAME-routing
+
+
+def scrape_annotations(port: int = RUNTIME_PORT) -> dict[str, str]:
+    """How Prometheus' kubernetes_sd (and the chart's PodMonitor) find the pods' metrics."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
+def model_pods_label_selector(model_deployment: str) -> str:
+    return f"{LABEL_MODEL_DEPLOYMENT}={model_deployment},{LABEL_COMPONENT}={COMPONENT_MODEL}"
+
+
+# ---- requests --------------------------------------------------------------------------------------
+MIRROR_HEADER = "x-modelship-mirror"  # set by the router on mirror probes; stripped from clients' requests
+REVISION_HEADER = "x-modelship-revision"
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that hung up before the answer: not a server error
+
+# ---- metrics ---------------------------------------------------------------------------------------
+REQUESTS_TOTAL = "modelship_requests_total"
+REQUEST_DURATION = "modelship_request_duration_seconds"
+TIME_TO_FIRST_TOKEN = "modelship_time_to_first_token_seconds"
+MODEL_READY = "modelship_model_ready"
+OUTPUT_DIVERGENCE = "modelship_output_divergence"
+IDENTITY_LABELS = ("namespace", "model_deployment", "revision")
+ENDPOINT_LABEL = "endpoint"
+CODE_LABEL = "code"
+SOURCE_LABEL = "source"  # who sent the request: user traffic, or the router's mirror probes
+SOURCE_USER = "user"
+SOURCE_MIRROR = "mirror"
+ANSWERED_ENDPOINTS = ("completions", "chat_completions", "embeddings")
+
+# Request latency: ten bounds a decade (no step wider than 1.33x) from 100 ms to 60 s, where LLM requests
+# fall, so "slower than X" is counted at a bound near X for both tracks alike. Override with the runtime's
+# and the router's setting MODELSHIP_LATENCY_BUCKETS (comma-separated seconds); keep both the same.
+DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075,
+    0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75,
+    1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.5,
+    10.0, 12.5, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0, 60.0,
+)  # fmt: skip
+# Output divergence (0..1): every 0.01 from 0.02 to 0.3, where drift thresholds sit, so the drift test,
+# which must take each comparison at its bucket's lower bound, loses at most 0.01 of it.
+DIVERGENCE_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01,
+    *(round(0.01 * i, 2) for i in range(2, 31)),
+    0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0,
+)  # fmt: skip
+
+
+def parse_latency_buckets(raw: str) -> tuple[float, ...]:
+    """The request-latency bounds from a setting (comma-separated, rising, positive); empty: the default."""
+    if not raw.strip():
+        return DEFAULT_LATENCY_BUCKETS
+    try:
+        bounds = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        raise ValueError(f"MODELSHIP_LATENCY_BUCKETS must be comma-separated seconds, got {raw!r}") from None
+    if any(b <= 0 or not math.isfinite(b) for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ValueError(f"MODELSHIP_LATENCY_BUCKETS must be positive, finite and rising, got {raw!r}")
+    return bounds
+
+
+# ---- the routing config ----------------------------------------------------------------------------
+class Track(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: Literal["stable", "canary"]
+    revision: str = Field(min_length=1, max_length=63)
+    weight: int = Field(ge=0, le=100)
+
+
+class RoutingConfig(BaseModel):
+    """The document in the routing ConfigMap: tracks with revisions and weights, and mirroring."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    version: Literal[1] = 1
+    tracks: tuple[Track, ...] = Field(min_length=1, max_length=2)
+    mirror_percent: float = Field(default=0.0, ge=0, le=100, alias="mirrorPercent")
+    sticky_header: str | None = Field(default=None, alias="stickyHeader")
+    task: Literal["text-generation", "embeddings"] = "text-generation"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RoutingConfig:
+        names = [t.name for t in self.tracks]
+        if len(set(names)) != len(names):
+            raise ValueError("each track may appear once")
+        if "stable" not in names:
+            raise ValueError("a stable track is required")
+        if sum(t.weight for t in self.tracks) != 100:
+            raise ValueError(f"track weights must add up to 100, got {sum(t.weight for t in self.tracks)}")
+        return self
+
+    def track(self, name: str) -> Track | None:
+        return next((t for t in self.tracks if t.name == name), None)
+
+    @property
+    def canary_weight(self) -> int:
+        canary = self.track("canary")
+        return canary.weight if canary else 0
+
+    @classmethod
+    def for_rollout(
+        cls,
+        stable: str,
+        canary: str | None,
+        weight: int,
+        mirror_percent: float,
+        sticky_header: str | None,
+        task: Literal["text-generation", "embeddings"],
+    ) -> RoutingConfig:
+        tracks = [Track(name="stable", revision=stable, weight=100 - (weight if canary else 0))]
+        if canary:
+            tracks.append(Track(name="canary", revision=canary, weight=weight))
+        return cls(
+            tracks=tuple(tracks),
+            mirror_percent=mirror_percent if canary else 0,
+            sticky_header=sticky_header,
+            task=task,
+        )
+
+    def document(self) -> dict[str, object]:
+        """The JSON the operator writes under ROUTING_KEY."""
+        return self.model_dump(by_alias=True, mode="json")
