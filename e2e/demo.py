@@ -202,7 +202,9 @@ def timeline(cluster: ClusterInfo, watch: Watch, out: Path, namespace: str) -> P
     import matplotlib.pyplot as plt
 
     start, end = watch.started, time.time()
-    selector = f'namespace="{namespace}",model_deployment="{NAME}",endpoint=~"completions|chat_completions"'
+    selector = (
+        f'namespace="{namespace}",model_deployment="{NAME}",endpoint=~"completions|chat_completions",source="user"'
+    )
     panels = [
         ("canary weight (%)", None),
         (

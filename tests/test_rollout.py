@@ -400,3 +400,66 @@ def test_replicas_mode_drops_the_replaced_stable_at_once() -> None:
     )[-1]
     assert promoted.status.stable_revision == "c1"
     assert promoted.plan == {"c1": 2}  # the Service selects every revision: s1 must go with its traffic
+
+
+def with_evidence(base: Outcome, **evidence: float) -> Outcome:
+    return Outcome(base.verdict, base.message, base.metrics, evidence)
+
+
+def test_evidence_carries_from_a_passed_step_into_the_next_and_ends_with_the_rollout() -> None:
+    ready = {"s1": 2, "c1": 2}
+    decisions = run(
+        [
+            Step(10, "c1", {"s1": 2}),
+            Step(15, "c1", ready),
+            Step(25, "c1", ready, with_evidence(PASS, errorRate=3.0)),  # the pause is not over yet
+            Step(46, "c1", ready, with_evidence(PASS, errorRate=4.0, drift=0.5)),  # step 2 begins
+            Step(56, "c1", ready, with_evidence(PASS, errorRate=6.0)),
+            Step(77, "c1", ready, with_evidence(PASS, errorRate=6.0)),  # promoted
+        ],
+        HEALTHY,
+    )
+    assert decisions[2].status.carried_evidence == {}  # within step 1: nothing earlier to carry
+    assert decisions[3].status.current_step == 1
+    assert decisions[3].status.carried_evidence == {"errorRate": 4.0, "drift": 0.5}  # step 1's last evidence
+    assert decisions[4].status.carried_evidence == {"errorRate": 4.0, "drift": 0.5}
+    assert decisions[5].rollout_result == "promoted"
+    assert decisions[5].status.carried_evidence == {}
+
+
+def test_a_new_canary_starts_without_evidence() -> None:
+    ready = {"s1": 2, "c1": 2}
+    steps = [Step(25, "c1", ready, PASS), Step(46, "c1", ready, with_evidence(PASS, errorRate=9.0))]
+    at_step_2 = run(steps, CANARY_AT_STEP_1)[-1].status
+    assert at_step_2.carried_evidence
+    superseded = run([Step(50, "c2", {"s1": 2, "c1": 2})], at_step_2)[-1]
+    assert superseded.status.canary_revision == "c2"
+    assert superseded.status.carried_evidence == {}
+
+
+def test_resume_carries_the_evidence_of_the_paused_window() -> None:
+    ready = {"s1": 2, "c1": 2}
+    decisions = run(
+        [
+            Step(25, "c1", ready, with_evidence(WAIT, errorRate=20.0)),
+            Step(30, "c1", ready, action="pause"),
+            Step(90, "c1", ready, action="resume"),
+        ],
+        CANARY_AT_STEP_1,
+    )
+    resumed = decisions[-1].status
+    assert resumed.step_started_at == T0 + timedelta(seconds=90)
+    assert resumed.carried_evidence == {"errorRate": 20.0}
+
+
+def test_a_rollback_by_the_analysis_keeps_its_evidence_in_the_history() -> None:
+    failing = MetricResult(
+        name="errorRate", canary=0.3, stable=0.01, verdict=Verdict.FAIL, e_value=1e6, alpha=0.005, reason="errors up"
+    )
+    bad = Outcome(Verdict.FAIL, "errors up", (failing,), {"errorRate": 1e6})
+    rolled_back = run([Step(25, "c1", {"s1": 2, "c1": 2}, bad)], CANARY_AT_STEP_1)[-1]
+    entry = rolled_back.status.history[-1]
+    assert entry.result.value == "RolledBack"
+    assert [m.name for m in entry.analysis] == ["errorRate"]
+    assert entry.analysis[0].e_value == 1e6
+    assert rolled_back.status.to_api()["history"][-1]["analysis"][0]["eValue"] == 1e6

@@ -1,0 +1,101 @@
+"""The operator-runtime contract (model_runtime/contract.py) seen from both sides: what the operator
+writes and queries is what the router reads and the runtime exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_operator import manifests, promql
+from model_operator.api import parse_spec
+from model_operator.settings import OperatorSettings
+from model_runtime.contract import MIRROR_HEADER, SOURCE_MIRROR, SOURCE_USER, RoutingConfig
+from model_runtime.metrics import RuntimeMetrics
+from model_runtime.router.config import parse_routing
+from model_runtime.router.discovery import ready_endpoints
+from model_runtime.router.http import Request
+from model_runtime.router.metrics import RouterMetrics
+
+SPEC = parse_spec({"model": {"uri": "pvc://models/tiny"}, "traffic": {"mirrorPercent": 7, "stickyHeader": "x-user"}})
+
+
+@pytest.mark.parametrize(("canary", "weight"), [(None, 0), ("c1", 10), ("c1", 50)])
+def test_the_routing_config_the_operator_writes_is_the_one_the_router_reads(canary: str | None, weight: int) -> None:
+    written = manifests.routing_config(SPEC, "s1", canary, weight)
+    read = parse_routing(json.dumps(written))
+    assert read == RoutingConfig.for_rollout("s1", canary, weight, 7, "x-user", "text-generation")
+    assert read.canary_weight == weight
+    assert read.mirror_percent == (7 if canary else 0)
+
+
+def test_the_router_finds_the_pods_the_operator_labels() -> None:
+    deployment = manifests.revision_deployment("chat", SPEC, "c1", 1, OperatorSettings())
+    pod = {
+        "metadata": {"labels": deployment["spec"]["template"]["metadata"]["labels"]},
+        "status": {"podIP": "10.0.0.7", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    ready, known = ready_endpoints([pod], 8080)
+    assert ready == {"c1": ["10.0.0.7:8080"]}
+    assert known == {"c1"}
+
+
+def _exported(registry_text: str) -> dict[str, list[dict[str, str]]]:
+    series: dict[str, list[dict[str, str]]] = {}
+    for family in text_string_to_metric_families(registry_text):
+        for sample in family.samples:
+            series.setdefault(sample.name, []).append(dict(sample.labels))
+    return series
+
+
+def _selectors(query: str) -> list[tuple[str, dict[str, str]]]:
+    """(metric, {label: matcher value}) for every selector in a PromQL query."""
+    found = []
+    for metric, body in re.findall(r"([a-z_:]+)\{([^}]*)\}", query):
+        labels = dict(re.findall(r'([a-z_]+)=~?"([^"]*)"', body))
+        found.append((metric, labels))
+    return found
+
+
+def _matches(labels: dict[str, str], matchers: dict[str, str]) -> bool:
+    return all(re.fullmatch(pattern, labels.get(name, "")) for name, pattern in matchers.items())
+
+
+def test_every_series_the_analysis_queries_is_exported_with_those_labels() -> None:
+    runtime = RuntimeMetrics("ns", "chat", "c1")
+    runtime.ready(True)
+    runtime.request("completions", 200, 0.4)
+    runtime.request("chat_completions", 503, 0.1)
+    router = RouterMetrics("ns", "chat")
+    router.divergence.labels("ns", "chat", "c1").observe(0.02)
+    exported = _exported(runtime.render().decode()) | _exported(router.render().decode())
+    queries = [
+        promql.scraped("ns", "chat", ["s1", "c1"]),
+        promql.requests("ns", "chat", ["s1", "c1"], 30),
+        promql.errors("ns", "chat", ["s1", "c1"], 30),
+        promql.latency_buckets("ns", "chat", ["s1", "c1"], 30),
+        promql.divergence_buckets("ns", "chat", "c1", 30),
+        promql.divergence_sum("ns", "chat", "c1", 30),
+    ]
+    for query in queries:
+        for metric, matchers in _selectors(query):
+            assert metric in exported, f"{metric} (queried by {query}) is not exported"
+            assert any(_matches(labels, matchers) for labels in exported[metric]), (metric, matchers)
+
+
+def test_the_analysis_counts_user_traffic_only() -> None:
+    runtime = RuntimeMetrics("ns", "chat", "c1")
+    runtime.request("completions", 500, 0.4, source=SOURCE_MIRROR)
+    series = _exported(runtime.render().decode())["modelship_requests_total"]
+    (_, matchers), *_ = _selectors(promql.errors("ns", "chat", ["c1"], 30))
+    assert matchers["source"] == SOURCE_USER
+    assert not any(_matches(labels, matchers) for labels in series)
+
+
+def test_clients_cannot_pass_their_requests_off_as_mirror_probes() -> None:
+    headers: list[tuple[bytes, bytes]] = [(MIRROR_HEADER.encode(), b"1"), (b"x-user", b"a")]
+    forwarded: Any = Request("POST", "/v1/completions", headers).forward_headers()
+    assert forwarded == [(b"x-user", b"a")]
