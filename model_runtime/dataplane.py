@@ -4,7 +4,10 @@ tokenization and the engine, and nothing about HTTP; the server maps its ApiErro
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import random
+import struct
 import threading
 import time
 import uuid
@@ -33,17 +36,27 @@ from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, classify
 from .settings import RuntimeSettings
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
+log = logging.getLogger("model_runtime.dataplane")
 
 
 def parse(model: type[RequestT], document: Any) -> RequestT:
-    """Validate a parsed JSON document against a request schema; 422 for shape, 400 for values."""
+    """Validate a parsed JSON document against a request schema; 422 for shape, 400 for values. Unknown
+    fields are ignored, as vLLM does, and named in a debug log (names only: values may hold prompts)."""
     if not isinstance(document, dict):
         raise SchemaError("the request body must be a JSON object")
     try:
-        return model.model_validate(document)
+        parsed = model.model_validate(document)
     except ValidationError as error:
         schema, message, param = classify(error)
         raise (SchemaError if schema else InvalidRequest)(message, param=param) from None
+    unknown = sorted(set(document) - set(model.model_fields))
+    if unknown and log.isEnabledFor(logging.DEBUG):
+        log.debug("ignored unknown request fields: %s", ", ".join(str(name)[:40] for name in unknown[:20]))
+    unsupported = getattr(parsed, "unsupported", None)
+    problem = unsupported() if callable(unsupported) else None
+    if problem:
+        raise InvalidRequest(problem, param=problem.split("=", 1)[0].split(" ", 1)[0])
+    return parsed
 
 
 @dataclass
@@ -90,6 +103,7 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics
         self.admission = Admission(settings.max_concurrent_requests)
+        metrics.bind_running(lambda: self.admission.in_flight)
         self.drift = DriftMonitor(settings.drift_window)
         self.loaded: LoadedModel | None = None
         self.engine: Engine | None = None
@@ -262,18 +276,12 @@ class DataPlane:
                     "choices": [choice],
                 }
             else:
-                yield {
-                    "id": ident,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": self.settings.model_name,
-                    "choices": [{"index": 0, "text": "", "finish_reason": event.finish_reason, "logprobs": None}],
-                    "usage": {
-                        "prompt_tokens": event.prompt_tokens,
-                        "completion_tokens": event.completion_tokens,
-                        "total_tokens": event.prompt_tokens + event.completion_tokens,
-                    },
+                base = {"id": ident, "object": "text_completion", "created": created, "model": self.settings.model_name}
+                yield base | {
+                    "choices": [{"index": 0, "text": "", "finish_reason": event.finish_reason, "logprobs": None}]
                 }
+                if request.include_usage:  # vLLM's convention: a last chunk with no choices, only usage
+                    yield base | {"choices": [], "usage": _event_usage(event)}
 
     # ---- /v1/chat/completions -----------------------------------------------------------------------
     def prepare_chat(self, document: Any) -> tuple[ChatRequest, list[int], SamplingParams]:
@@ -285,7 +293,9 @@ class DataPlane:
         if not getattr(tokenizer, "chat_template", None):
             raise InvalidRequest("this model has no chat template; use /v1/completions")
         max_new = self._max_new(request.max_completion_tokens or request.max_tokens)
-        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        messages = [
+            {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in request.messages
+        ]
         if all(not m["content"] for m in messages):
             raise InvalidRequest("the messages must not all be empty", param="messages")
         try:
@@ -372,6 +382,8 @@ class DataPlane:
                 yield base | {
                     "choices": [{"index": 0, "delta": {}, "finish_reason": event.finish_reason, "logprobs": None}]
                 }
+                if request.include_usage:
+                    yield base | {"choices": [], "usage": _event_usage(event)}
 
     # ---- /v1/embeddings -----------------------------------------------------------------------------
     async def embeddings(self, document: Any) -> dict[str, Any]:
@@ -404,10 +416,16 @@ class DataPlane:
             work.cancelled.set()
         assert work.result is not None
         self.metrics.tokens(finished.prompt_tokens, 0)
+        width = len(work.result[0]) if work.result else 0
+        if request.dimensions is not None and request.dimensions != width:
+            raise InvalidRequest(f"this model's embeddings have {width} dimensions", param="dimensions")
+        encode = encode_embedding if request.encoding_format == "base64" else (lambda vector: vector)
         return {
             "object": "list",
             "model": self.settings.model_name,
-            "data": [{"object": "embedding", "index": i, "embedding": vector} for i, vector in enumerate(work.result)],
+            "data": [
+                {"object": "embedding", "index": i, "embedding": encode(vector)} for i, vector in enumerate(work.result)
+            ],
             "usage": {"prompt_tokens": finished.prompt_tokens, "total_tokens": finished.prompt_tokens},
         }
 
@@ -433,6 +451,19 @@ def _settle(future: asyncio.Future[Finished], event: object) -> None:
         future.set_exception(event)
     elif isinstance(event, Finished):
         future.set_result(event)
+
+
+def _event_usage(event: Finished) -> dict[str, int]:
+    return {
+        "prompt_tokens": event.prompt_tokens,
+        "completion_tokens": event.completion_tokens,
+        "total_tokens": event.prompt_tokens + event.completion_tokens,
+    }
+
+
+def encode_embedding(vector: list[float]) -> str:
+    """OpenAI's base64 encoding of an embedding: little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
 def _usage(result: Generated) -> dict[str, int]:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .errors import ApiError, Timeout
+from .errors import ApiError, InvalidRequest, Timeout
 from .model import LoadedModel
 from .sampling import SamplingParams, TokenLogprobs, choose, logprobs_of, make_generator
 
@@ -201,14 +201,16 @@ class GenerationEngine(Engine):
     # ---- the loop -----------------------------------------------------------------------------------
     def _cycle(self) -> None:
         fresh = self._take(self.max_batch_size - len(self.active), block=not self.active)
-        if fresh:
-            self._prefill(
-                [
-                    _Sequence(w, make_generator(w.params, self.loaded.device))
-                    for w in fresh
-                    if isinstance(w, GenerationWork)
-                ]
-            )
+        joining = []
+        for work in fresh:
+            if not isinstance(work, GenerationWork):
+                continue
+            try:
+                joining.append(_Sequence(work, make_generator(work.params, self.loaded.device)))
+            except (ValueError, RuntimeError) as error:  # refused alone, before it joins the batch
+                work.sink(InvalidRequest(str(error), param="seed"))
+        if joining:
+            self._prefill(joining)
         if self.active:
             self._decode_step()
         self.metrics.running_sequences(len(self.active))
@@ -293,7 +295,7 @@ class GenerationEngine(Engine):
         """Sample for rows `first`.. of the batch, emit tokens, and drop the sequences that finished."""
         rows = self.active[first:]
         params = [s.work.params for s in rows]
-        chosen = choose(logits, params, [s.generator for s in rows])
+        chosen, failed_rows = choose(logits, params, [s.generator for s in rows])
         reported = logprobs_of(logits, chosen, [p.top_logprobs for p in params])
         tokens = chosen.tolist()
         if first == 0:
@@ -306,6 +308,10 @@ class GenerationEngine(Engine):
         for offset, (sequence, token, logprobs) in enumerate(zip(rows, tokens, reported, strict=True)):
             index = first + offset
             if sequence.work.cancelled.is_set():
+                finished.append(index)
+                continue
+            if offset in failed_rows:  # this sequence alone ends; the rest of the batch goes on
+                sequence.work.sink(ApiError(f"generation failed: {failed_rows[offset]}"))
                 finished.append(index)
                 continue
             if now > sequence.work.deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from .contract import CLIENT_CLOSED_REQUEST
@@ -12,6 +13,10 @@ class ApiError(Exception):
 
     status = 500
     kind = "internal_error"
+    retry_after: int | None = None  # seconds, sent as Retry-After: the client may try again then
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -80,6 +85,7 @@ class ClientDisconnected(ApiError):
 class QueueFull(ApiError):
     status = 429
     kind = "queue_full"
+    retry_after = 1
 
 
 class InjectedFault(ApiError):
@@ -92,8 +98,20 @@ class InjectedFault(ApiError):
 class NotReady(ApiError):
     status = 503
     kind = "not_ready"
+    retry_after = 5
 
 
 class Timeout(ApiError):
     status = 504
     kind = "timeout"
+
+
+def check_bearer(authorization: str | None, expected: str | None) -> None:
+    """The API key check the runtime and the router share: `Authorization: Bearer <key>` (the scheme in
+    any case, as RFC 7235 has it), compared in constant time; nothing to check when no key is set."""
+    if not expected:
+        return
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized("a valid API key is required: send Authorization: Bearer <key>")

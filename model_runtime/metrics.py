@@ -107,6 +107,10 @@ class RuntimeMetrics:
     def describe_model(self, task: str, device: str, dtype: str) -> None:
         self.build_info.labels(**self.identity, version=self._version, task=task, device=device, dtype=dtype).set(1)
 
+    def bind_running(self, running: Callable[[], float]) -> None:
+        """Requests admitted and not yet answered (queued for the model or generating)."""
+        self.running.labels(**self.identity).set_function(running)
+
     def bind_gauges(self, waiting: Callable[[], float], drift: Callable[[], float | None]) -> None:
         self.waiting.labels(**self.identity).set_function(waiting)
         self.input_drift.labels(**self.identity).set_function(lambda: drift() or 0.0)

@@ -3,9 +3,14 @@ per-request generator, so a seed reproduces a sample whatever else shares the ba
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+
+# Below this a temperature is greedy (vLLM's _SAMPLING_EPS): dividing logits by it would overflow to inf
+# and make the softmax NaN.
+GREEDY_BELOW = 1e-5
 
 
 @dataclass(frozen=True)
@@ -20,14 +25,20 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW
+
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 
 
 def make_generator(params: SamplingParams, device: str) -> torch.Generator | None:
+    """The sequence's own generator; ValueError for a seed torch cannot take."""
     if params.greedy:
         return None
     generator = torch.Generator(device=device)
     if params.seed is not None:
+        if not SEED_RANGE[0] <= params.seed <= SEED_RANGE[1]:
+            raise ValueError(f"seed must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}")
         generator.manual_seed(params.seed)
     else:
         generator.seed()
@@ -49,16 +60,29 @@ def nucleus_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 def choose(
     logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
-) -> torch.Tensor:
-    """One next token per row of `logits` ([batch, vocab], float32)."""
+) -> tuple[torch.Tensor, dict[int, str]]:
+    """One next token per row of `logits` ([batch, vocab], float32), and the rows that could not be
+    sampled (row -> why): a row whose logits or probabilities are not finite fails alone, so one sequence
+    never spoils the others in its batch. A failed row's token is 0 and must be dropped."""
     chosen = torch.argmax(logits, dim=-1)
+    failed: dict[int, str] = {}
+    finite = torch.isfinite(logits).all(dim=-1).tolist()
     for row, (param, generator) in enumerate(zip(params, generators, strict=True)):
+        if not finite[row]:
+            failed[row] = "the model produced non-finite logits"
+            chosen[row] = 0
+            continue
         if param.greedy:
             continue
-        probs = torch.softmax(logits[row] / param.temperature, dim=-1)
-        probs = nucleus_filter(probs, param.top_p)
+        if not (math.isfinite(param.temperature) and math.isfinite(param.top_p)):
+            failed[row], chosen[row] = "temperature and top_p must be finite", 0
+            continue
+        probs = nucleus_filter(torch.softmax(logits[row] / param.temperature, dim=-1), param.top_p)
+        if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0.0:
+            failed[row], chosen[row] = "sampling produced no valid distribution", 0
+            continue
         chosen[row] = torch.multinomial(probs, 1, generator=generator)[0]
-    return chosen
+    return chosen, failed
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,8 @@
-"""The OpenAI-compatible request bodies. Strict types; unknown fields are refused. Which problems are
-schema errors (422) and which are bad parameter values (400) is decided in `classify`."""
+"""The OpenAI-compatible request bodies, as vLLM's OpenAI server defines them: strict types; unknown fields
+are ignored (and logged at debug level by the dataplane), as vLLM does; fields that SDKs and frameworks
+send at their defaults are accepted, and a value this server cannot honour yet is refused with a 400
+that says so. Which problems are schema errors (422) and which are bad parameter values (400) is decided
+in `classify`."""
 
 from __future__ import annotations
 
@@ -7,13 +10,38 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .sampling import SEED_RANGE
+
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_EMBEDDING_INPUTS = 256
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class StreamOptions(Body):
+    include_usage: bool = False
+    """A last chunk with empty choices and the usage of the whole request."""
+    continuous_usage_stats: bool = False
+
+
+class ResponseFormat(Body):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: dict[str, Any] | None = None
+
+
+# Sampling controls accepted at their neutral values only, until the engine implements them: what an SDK
+# sends by default works, and anything else is a clear 400 rather than a silently different answer.
+NEUTRAL = {
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "repetition_penalty": 1.0,
+    "top_k": -1,
+    "min_p": 0.0,
+    "min_tokens": 0,
+}
 
 
 class Sampling(Body):
@@ -21,12 +49,20 @@ class Sampling(Body):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stop: str | list[str] | None = None
     stream: bool = False
     n: Literal[1] = 1
     user: str | None = None
-    stream_options: dict[str, Any] | None = None
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(default=1.0, gt=0.0)
+    top_k: int = -1
+    min_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_tokens: int = Field(default=0, ge=0)
+    logit_bias: dict[str, float] | None = None
+    response_format: ResponseFormat | None = None
     # vLLM's extension, which the router's mirror probes use: keep generating past end-of-sequence so that
     # both tracks' next-token distributions are compared at every probed position.
     ignore_eos: bool = False
@@ -44,16 +80,43 @@ class Sampling(Body):
     def stop_sequences(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
+    def unsupported(self) -> str | None:
+        """The first control set to a value this server does not implement yet, named for the 400."""
+        for field, neutral in NEUTRAL.items():
+            value = getattr(self, field)
+            if value != neutral and not (field == "top_k" and value == 0):
+                return f"{field}={value!r} is not supported by this server yet (only {neutral!r})"
+        if self.logit_bias:
+            return "logit_bias is not supported by this server yet (only an empty object)"
+        if self.response_format is not None and self.response_format.type != "text":
+            return f"response_format {self.response_format.type!r} is not supported by this server yet"
+        return None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
 
 class CompletionRequest(Sampling):
     prompt: str
     logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
+class ContentPart(Body):
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(Body):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | list[ContentPart]
     name: str | None = None
+
+    def text(self) -> str:
+        """The message as the chat template takes it: content parts of text joined by newlines, as vLLM."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
 
 
 class ChatRequest(Sampling):
@@ -66,8 +129,11 @@ class ChatRequest(Sampling):
 class EmbeddingRequest(Body):
     model: str = Field(min_length=1)
     input: str | list[str]
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"
+    """base64: each vector as little-endian float32 bytes, base64-encoded (what the OpenAI SDK asks for by
+    default, and decodes itself)."""
     user: str | None = None
+    dimensions: int | None = Field(default=None, ge=1)
 
     @field_validator("input")
     @classmethod

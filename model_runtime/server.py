@@ -4,7 +4,6 @@ JSON error shape, stream server-sent events, and time every request. Prompts are
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -24,7 +23,7 @@ from .errors import (
     MethodNotAllowed,
     NotFound,
     NotReady,
-    Unauthorized,
+    check_bearer,
 )
 
 log = logging.getLogger("model_runtime.http")
@@ -38,7 +37,7 @@ ENDPOINTS = {
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers=headers)
+    return web.json_response(error.body(), status=error.status, headers={**(headers or {}), **error.headers()})
 
 
 def _http_error(error: web.HTTPException) -> ApiError:
@@ -55,6 +54,29 @@ def _http_error(error: web.HTTPException) -> ApiError:
     failure = ApiError(error.reason or "error")
     failure.status = error.status
     return failure
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, or InvalidRequest: not UTF-8 or not JSON, nested deeper than the parser
+    recurses, an integer of more digits than Python parses, or text with a lone surrogate (which no
+    tokenizer can encode)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidRequest(f"the request body is not UTF-8: {error}") from None
+    try:
+        document = json.loads(text)
+    except RecursionError:
+        raise InvalidRequest("the request body nests JSON too deeply") from None
+    except ValueError as error:  # JSONDecodeError, and an integer over the digit limit
+        raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("the request body has a lone surrogate (\\ud800-\\udfff) in a string") from None
+    except RecursionError:
+        raise InvalidRequest("the request body nests JSON too deeply") from None
+    return document
 
 
 class Server:
@@ -84,8 +106,8 @@ class Server:
         source = SOURCE_MIRROR if request.headers.get(MIRROR_HEADER) else SOURCE_USER
         status = 500
         try:
-            if endpoint and endpoint != "models":
-                self._authorize(request)
+            if endpoint:  # /v1/models too, as vLLM guards every /v1 route
+                check_bearer(request.headers.get("Authorization"), self.settings.api_key)
             response = await handler(request)
             status = response.status
             if not response.prepared:
@@ -115,23 +137,11 @@ class Server:
                 self.dataplane.metrics.request(endpoint, status, elapsed, source)
                 log.info("%s %s %d %.3fs id=%s", request.method, request.path, status, elapsed, request_id)
 
-    def _authorize(self, request: web.Request) -> None:
-        expected = self.settings.api_key
-        if not expected:
-            return
-        given = request.headers.get("Authorization", "")
-        token = given.removeprefix("Bearer ").strip() if given.startswith("Bearer ") else ""
-        if not hmac.compare_digest(token.encode(), expected.encode()):
-            raise Unauthorized("a valid API key is required: send Authorization: Bearer <key>")
-
     async def _json(self, request: web.Request) -> Any:
         body = await request.read()
         if not body:
             raise InvalidRequest("the request body is empty; send a JSON object")
-        try:
-            return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidRequest(f"the request body is not valid JSON: {error}") from None
+        return parse_json(body)
 
     def _admit(self) -> None:
         self.dataplane.admission.enter()

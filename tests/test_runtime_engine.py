@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from model_runtime.engine import Finished, GenerationEngine, GenerationWork, TokenEvent
+from model_runtime.errors import ApiError
 from model_runtime.sampling import SamplingParams, choose, nucleus_filter
 
 
@@ -153,4 +154,81 @@ def test_nucleus_filter_keeps_the_smallest_head() -> None:
 def test_choose_greedy_rows_take_the_argmax() -> None:
     logits = torch.tensor([[0.0, 5.0, 1.0], [3.0, 0.0, 0.0]])
     params = [SamplingParams(max_new_tokens=1, temperature=0.0)] * 2
-    assert choose(logits, params, [None, None]).tolist() == [1, 0]
+    chosen, failed = choose(logits, params, [None, None])
+    assert chosen.tolist() == [1, 0]
+    assert failed == {}
+
+
+@pytest.mark.parametrize(
+    ("logits", "param", "why"),
+    [
+        ([0.0, float("nan"), 1.0], SamplingParams(max_new_tokens=1, temperature=0.0), "non-finite logits"),
+        ([0.0, 5.0, 1.0], SamplingParams(max_new_tokens=1, temperature=float("nan")), "must be finite"),
+        ([0.0, 5.0, 1.0], SamplingParams(max_new_tokens=1, temperature=1.0, top_p=float("nan")), "must be finite"),
+        ([0.0, 5.0, float("inf")], SamplingParams(max_new_tokens=1, temperature=1.0), "non-finite logits"),
+    ],
+)
+def test_a_row_that_cannot_be_sampled_fails_alone(logits: list[float], param: SamplingParams, why: str) -> None:
+    batch = torch.tensor([logits, [3.0, 0.0, 0.0]])
+    chosen, failed = choose(batch, [param, SamplingParams(max_new_tokens=1, temperature=0.0)], [None, None])
+    assert list(failed) == [0]
+    assert why in failed[0]
+    assert int(chosen[1]) == 0  # the healthy row still gets its argmax
+
+
+def test_a_tiny_temperature_is_greedy() -> None:
+    """1e-45 would overflow the logits to inf and make the softmax NaN; vLLM treats below 1e-5 as greedy."""
+    logits = torch.tensor([[0.0, 5.0, 1.0]])
+    chosen, failed = choose(logits, [SamplingParams(max_new_tokens=1, temperature=1e-45)], [None])
+    assert (chosen.tolist(), failed) == ([1], {})
+
+
+def run_with_errors(loaded: Any, prompts: list[list[int]], params: list[SamplingParams]) -> list[Any]:
+    """Like run_all, but a sequence may end in an error: each slot's token ids, or the ApiError."""
+    engine = GenerationEngine(loaded, 16, 5)
+    engine.start()
+    slots: list[dict[str, Any]] = [{"ids": [], "done": threading.Event()} for _ in prompts]
+
+    def sink_for(slot: dict[str, Any]) -> Any:
+        def sink(event: Any) -> None:
+            if isinstance(event, TokenEvent):
+                if event.token_id >= 0:
+                    slot["ids"].append(event.token_id)
+            else:
+                slot["end"] = event
+                slot["done"].set()
+
+        return sink
+
+    try:
+        for prompt, param, slot in zip(prompts, params, slots, strict=True):
+            work = GenerationWork(sink=sink_for(slot), deadline=time.monotonic() + 60, prompt_ids=prompt, params=param)
+            engine.submit(work)
+        for slot in slots:
+            assert slot["done"].wait(60)
+    finally:
+        engine.stop()
+    return [slot["ids"] if isinstance(slot["end"], Finished) else slot["end"] for slot in slots]
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        SamplingParams(max_new_tokens=12, temperature=float("nan")),  # NaN probabilities mid-decode
+        SamplingParams(max_new_tokens=12, temperature=1.0, seed=2**64),  # a seed torch refuses
+    ],
+)
+def test_a_poisoned_request_ends_alone_and_its_batch_is_token_identical(
+    tiny_loaded: Any, poison: SamplingParams
+) -> None:
+    prompts = prompts_of(tiny_loaded, TEXTS[:4])
+    good = [
+        SamplingParams(max_new_tokens=12, temperature=0.0),
+        SamplingParams(max_new_tokens=12, temperature=0.9, top_p=0.9, seed=7),
+        SamplingParams(max_new_tokens=12, temperature=0.0),
+    ]
+    alone = run_with_errors(tiny_loaded, prompts[:3], good)
+    mixed = run_with_errors(tiny_loaded, [prompts[0], prompts[3], prompts[1], prompts[2]], [good[0], poison, *good[1:]])
+    assert isinstance(mixed[1], ApiError)
+    assert mixed[1].status in (400, 500)
+    assert [mixed[0], mixed[2], mixed[3]] == alone

@@ -22,13 +22,39 @@ BAD_REQUESTS = [
     ("malformed-json", "/v1/completions", b'{"model": "model", "prompt": ', 400, "not valid JSON"),
     ("empty-body", "/v1/completions", b"", 400, "body is empty"),
     ("not-an-object", "/v1/completions", b"[1, 2]", 422, "JSON object"),
-    ("binary-body", "/v1/completions", b"\xff\xfe\x00", 400, "not valid JSON"),
+    ("binary-body", "/v1/completions", b"\xff\xfe\x00", 400, "not UTF-8"),
+    ("lone-surrogate", "/v1/completions", b'{"model": "model", "prompt": "\\ud800"}', 400, "lone surrogate"),
+    (
+        "chat-lone-surrogate",
+        "/v1/chat/completions",
+        b'{"messages": [{"role": "user", "content": "\\udfff"}]}',
+        400,
+        "lone surrogate",
+    ),
+    ("deep-json", "/v1/completions", b"[" * 100_000 + b"]" * 100_000, 400, "too deeply"),
+    (
+        "huge-integer",
+        "/v1/completions",
+        b'{"model": "model", "prompt": "x", "seed": ' + b"9" * 5000 + b"}",
+        400,
+        "digits",
+    ),
+    ("seed-over-uint64", "/v1/completions", {**GOOD, "temperature": 1, "seed": 2**64}, 400, "seed"),
+    ("seed-below-int64", "/v1/completions", {**GOOD, "temperature": 1, "seed": -(2**63) - 1}, 400, "seed"),
+    ("penalty-not-supported", "/v1/completions", {**GOOD, "presence_penalty": 0.5}, 400, "presence_penalty"),
+    (
+        "json-mode-not-supported",
+        "/v1/chat/completions",
+        {**CHAT, "response_format": {"type": "json_object"}},
+        400,
+        "response_format",
+    ),
+    ("logit-bias-not-supported", "/v1/completions", {**GOOD, "logit_bias": {"5": 10}}, 400, "logit_bias"),
     ("prompt-wrong-type", "/v1/completions", {**GOOD, "prompt": 5}, 422, "prompt"),
     ("max-tokens-string", "/v1/completions", {**GOOD, "max_tokens": "6"}, 422, "max_tokens"),
     ("temperature-string", "/v1/completions", {**GOOD, "temperature": "hot"}, 422, "temperature"),
     ("missing-prompt", "/v1/completions", {"model": "model"}, 422, "prompt: Field required"),
     ("missing-model", "/v1/completions", {"prompt": "x"}, 422, "model: Field required"),
-    ("unknown-field", "/v1/completions", {**GOOD, "best_of": 3}, 422, "best_of"),
     ("ignore-eos-string", "/v1/completions", {**GOOD, "ignore_eos": "yes"}, 422, "ignore_eos"),
     ("empty-prompt", "/v1/completions", {**GOOD, "prompt": ""}, 400, "must not be empty"),
     ("max-tokens-over-cap", "/v1/completions", {**GOOD, "max_tokens": 100_000}, 400, "the limit is"),
@@ -152,7 +178,38 @@ async def test_api_key(tiny_loaded: Any) -> None:
         assert wrong.status == 401
         right = await client.post("/v1/completions", json=GOOD, headers={"Authorization": "Bearer sekret"})
         assert right.status == 200
+        lower = await client.post("/v1/completions", json=GOOD, headers={"Authorization": "bearer sekret"})
+        assert lower.status == 200  # the scheme is case-insensitive (RFC 7235)
+        assert (await client.get("/v1/models")).status == 401  # every /v1 route, as vLLM
+        assert (await client.get("/v1/models", headers={"Authorization": "Bearer sekret"})).status == 200
         assert (await client.get("/health/ready")).status == 200  # probes need no key
+
+
+@pytest.mark.parametrize(
+    ("setup", "status", "retry_after"),
+    [({"max_concurrent_requests": 1}, 429, "1"), ({"ready": False}, 503, "5")],
+)
+async def test_refusals_say_when_to_retry(
+    tiny_loaded: Any, setup: dict[str, Any], status: int, retry_after: str
+) -> None:
+    async with running_app(tiny_loaded, **setup) as (client, dataplane):
+        if status == 429:
+            dataplane.admission.enter()  # one request in flight: the pod is full
+        response = await client.post("/v1/completions", json=GOOD)
+    assert response.status == status
+    assert response.headers["Retry-After"] == retry_after
+
+
+async def test_requests_running_counts_what_is_in_flight(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded) as (client, dataplane):
+        dataplane.admission.enter()
+        dataplane.admission.enter()
+        during = await (await client.get("/metrics")).text()
+        dataplane.admission.leave()
+        dataplane.admission.leave()
+        after = await (await client.get("/metrics")).text()
+    assert sample(during, "modelship_requests_running", revision="r1") == 2.0
+    assert sample(after, "modelship_requests_running", revision="r1") == 0.0
 
 
 async def test_injected_errors_are_500_only_when_enabled(tiny_loaded: Any) -> None:

@@ -1,11 +1,14 @@
 """Rollout decisions on a real control plane: how fast a bad canary is rolled back once it takes
-traffic, and how often a good canary is rolled back by mistake (target: never).
+traffic, and how often a good canary is rolled back by mistake.
 
-    python -m bench.rollout.run [--good 10] [--bad 3]
+    python -m bench.rollout.run [--good 30] [--bad 3]
 
 It brings up its own local control plane, installs the chart, serves the tiny GPT-2 behind the router
 with steady load (25 req/s), and rolls out revision after revision with the e2e suite's fast settings
-(analysis every 2 s, minRequests 30, steps 20% and 50% of 4 s each).
+(analysis every 2 s, minRequests 30, steps 20% and 50% of 4 s each): good canaries in two configurations,
+the e2e spec and one whose P99 cap (5 ms) stable itself is above, then bad canaries. A bad canary that is
+promoted is listed and fails the run, as does any good one rolled back. Thirty good canaries bound the
+false-rollback rate only loosely (0 of 30 is compatible with up to 11.6%); bench/judgment measures it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from e2e.kube import Kubectl
 from e2e.modelship import BASE_SPEC, Deployed, install_operator, model_volume
 from e2e.test_rollouts import FAULTS, _time_to_rollback, new_revision
 
+CONFIGURATIONS: dict[str, dict[str, object]] = {
+    "the e2e spec": {"rollout": {"analysis": {"thresholds": {"p99LatencySeconds": 0.5}}}},
+    # The tiny model answers in tens of milliseconds: stable itself is above a 5 ms cap all along.
+    "stable above the P99 cap": {"rollout": {"analysis": {"thresholds": {"p99LatencySeconds": 0.005}}}},
+}
+
 
 def rollout(deployed: Deployed, *env: dict[str, str]) -> tuple[dict[str, object], object]:
     before = deployed.last_entry()
@@ -38,7 +47,7 @@ def rollout(deployed: Deployed, *env: dict[str, str]) -> tuple[dict[str, object]
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--good", type=int, default=10, help="good canaries to roll out")
+    parser.add_argument("--good", type=int, default=30, help="good canaries to roll out, per configuration")
     parser.add_argument("--bad", type=int, default=3, help="canaries of each bad kind")
     args = parser.parse_args()
     plane = ControlPlane(f"bench-rollout-{os.getpid()}", backoff_seconds=2.0)
@@ -59,24 +68,31 @@ def main() -> int:
         deployed.apply(BASE_SPEC)
         deployed.wait_phase("Healthy", 180)
         good = []
-        for number in range(args.good):
-            entry, load = rollout(deployed)
-            failures = len(load.report.failures)  # type: ignore[attr-defined]
-            good.append((entry["result"], failures))
-            print(
-                f"good canary {number + 1}: {entry['result']} ({entry['reason']}); failed requests: {failures}",
-                flush=True,
-            )
+        for configuration, change in CONFIGURATIONS.items():
+            deployed.patch(change)
+            for number in range(args.good):
+                entry, load = rollout(deployed)
+                failures = len(load.report.failures)  # type: ignore[attr-defined]
+                good.append((configuration, entry["result"], failures))
+                print(
+                    f"good canary {number + 1} ({configuration}): {entry['result']} ({entry['reason']}); "
+                    f"failed requests: {failures}",
+                    flush=True,
+                )
+        deployed.patch(CONFIGURATIONS["the e2e spec"])
         bad: dict[str, list[tuple[float, float]]] = {"50% errors": [], "0.6s latency": []}
         faults = {
             "50% errors": {"name": "MODELSHIP_FAULT_ERROR_RATE", "value": "0.5"},
             "0.6s latency": {"name": "MODELSHIP_FAULT_LATENCY_SECONDS", "value": "0.6"},
         }
+        missed: list[str] = []
         for kind, fault in faults.items():
             for number in range(args.bad):
                 entry, load = rollout(deployed, *FAULTS, fault)
                 if entry["result"] != "RolledBack":
+                    missed.append(f"{kind} #{number + 1}: {entry['result']} ({entry['reason']})")
                     print(f"bad canary ({kind}) {number + 1}: NOT rolled back: {entry}", flush=True)
+                    rollout(deployed)
                     continue
                 timing = _time_to_rollback(deployed, load, str(entry["revision"]), entry)
                 bad[kind].append(timing)
@@ -89,12 +105,18 @@ def main() -> int:
                 rollout(deployed)
     finally:
         plane.down()
-    rolled_back = sum(1 for result, _ in good if result != "Promoted")
+    rolled_back = sum(1 for _, result, _ in good if result != "Promoted")
     print()
     print("| measurement | result |")
     print("|---|---|")
-    print(f"| good canaries rolled back | {rolled_back} of {len(good)} |")
-    print(f"| failed requests during good rollouts | {sum(f for _, f in good)} |")
+    for configuration in CONFIGURATIONS:
+        mine = [result for name, result, _ in good if name == configuration]
+        back = sum(1 for result in mine if result != "Promoted")
+        print(f"| good canaries rolled back ({configuration}) | {back} of {len(mine)} |")
+    print(f"| failed requests during good rollouts | {sum(f for _, _, f in good)} |")
+    print(f"| bad canaries not rolled back | {len(missed)} |")
+    for line in missed:
+        print(f"|   {line} | |")
     for kind, figures in bad.items():
         if figures:
             first = statistics.median(f[0] for f in figures)
@@ -106,7 +128,7 @@ def main() -> int:
                 f"| {kind}: rolled back after it reached minRequests (worst) | {after_min:.1f} s "
                 f"(interval 2 s; target <= 6 s) |"
             )
-    return 0 if rolled_back == 0 else 1
+    return 0 if rolled_back == 0 and not missed else 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ nothing was processed, so nothing is sent twice, and a rollout's scale-downs los
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import random
@@ -19,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from model_runtime.contract import MIRROR_HEADER
-from model_runtime.errors import ApiError, BodyTooLarge, InvalidRequest, NotReady, Unauthorized
+from model_runtime.errors import ApiError, BodyTooLarge, InvalidRequest, NotReady, check_bearer
 
 from .divergence import mean_divergence, top_tokens
 from .http import Headers, Pool, Reply, Request, ServerProtocol, UpstreamClosed
@@ -135,10 +134,7 @@ class Router:
         expected = self.settings.api_key
         if not expected or not request.path.startswith("/v1/"):
             return
-        given = request.header("authorization") or ""
-        token = given[7:].strip() if given.startswith("Bearer ") else ""
-        if not hmac.compare_digest(token.encode(), expected.encode()):
-            raise Unauthorized("a valid API key is required: send Authorization: Bearer <key>")
+        check_bearer(request.header("authorization"), expected)
 
     async def _forward(self, request: Request, reply: Reply) -> tuple[str, str]:
         config = self.state.config
