@@ -105,12 +105,10 @@ async def test_errors_map_to_the_sdks_exceptions(sdk: openai.AsyncOpenAI, tiny_l
 async def test_a_full_queue_is_a_rate_limit_with_retry_after(sdk: openai.AsyncOpenAI) -> None:
     import asyncio
 
-    slow = {"model": "model", "prompt": "hello", "max_tokens": 200, "temperature": 0}
-    results = await asyncio.gather(
-        *[sdk.completions.with_raw_response.create(**slow) for _ in range(2)],
-        sdk.completions.create(**slow),
-        return_exceptions=True,
-    )
+    def slow() -> Any:
+        return sdk.completions.create(model="model", prompt="hello", max_tokens=200, temperature=0)
+
+    results = await asyncio.gather(slow(), slow(), slow(), return_exceptions=True)
     limited = [r for r in results if isinstance(r, openai.RateLimitError)]
     assert limited, results
     assert limited[0].response.headers["retry-after"] == "1"
