@@ -6,15 +6,30 @@ in `classify`."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from .sampling import SEED_RANGE
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_EMBEDDING_INPUTS = 256
+
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema counts 2.0 as an integer, and so do OpenAI and vLLM: a whole float is taken as an int
+    (strict mode would refuse it); a fractional one is still refused, and so is a boolean, which Python
+    would otherwise take for 0 or 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class Body(BaseModel):
@@ -46,21 +61,21 @@ NEUTRAL = {
 
 class Sampling(Body):
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Integer | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    seed: Integer | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stop: str | list[str] | None = None
     stream: bool = False
-    n: Literal[1] = 1
+    n: Annotated[Literal[1], BeforeValidator(_whole_number)] = 1
     user: str | None = None
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     repetition_penalty: float = Field(default=1.0, gt=0.0)
-    top_k: int = -1
+    top_k: Integer = -1
     min_p: float = Field(default=0.0, ge=0.0, le=1.0)
-    min_tokens: int = Field(default=0, ge=0)
+    min_tokens: Integer = Field(default=0, ge=0)
     logit_bias: dict[str, float] | None = None
     response_format: ResponseFormat | None = None
     # vLLM's extension, which the router's mirror probes use: keep generating past end-of-sequence so that
@@ -99,7 +114,7 @@ class Sampling(Body):
 
 class CompletionRequest(Sampling):
     prompt: str
-    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    logprobs: Integer | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class ContentPart(Body):
@@ -121,9 +136,9 @@ class ChatMessage(Body):
 
 class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: Integer | None = Field(default=None, ge=1)
     logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: Integer | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class EmbeddingRequest(Body):
@@ -133,7 +148,7 @@ class EmbeddingRequest(Body):
     """base64: each vector as little-endian float32 bytes, base64-encoded (what the OpenAI SDK asks for by
     default, and decodes itself)."""
     user: str | None = None
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Integer | None = Field(default=None, ge=1)
 
     @field_validator("input")
     @classmethod

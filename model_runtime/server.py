@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import openapi
 from .contract import CLIENT_CLOSED_REQUEST, MIRROR_HEADER, REVISION_HEADER, SOURCE_MIRROR, SOURCE_USER
 from .dataplane import DataPlane
 from .errors import (
@@ -94,6 +95,7 @@ class Server:
         app.router.add_get("/health/live", self.live)
         app.router.add_get("/health/ready", self.ready)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/openapi.json", self.openapi)
         return app
 
     @web.middleware
@@ -213,6 +215,9 @@ class Server:
         if not admission.ready:
             return error_response(NotReady("loading: the model is not loaded and warmed up yet"))
         return web.json_response({"status": "ready"})
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(openapi.document(with_api_key=bool(self.settings.api_key)))
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(

@@ -52,6 +52,8 @@ BAD_REQUESTS = [
     ("logit-bias-not-supported", "/v1/completions", {**GOOD, "logit_bias": {"5": 10}}, 400, "logit_bias"),
     ("prompt-wrong-type", "/v1/completions", {**GOOD, "prompt": 5}, 422, "prompt"),
     ("max-tokens-string", "/v1/completions", {**GOOD, "max_tokens": "6"}, 422, "max_tokens"),
+    ("max-tokens-fractional", "/v1/completions", {**GOOD, "max_tokens": 2.5}, 422, "max_tokens"),
+    ("n-true", "/v1/completions", {**GOOD, "n": True}, 422, "not a boolean"),
     ("temperature-string", "/v1/completions", {**GOOD, "temperature": "hot"}, 422, "temperature"),
     ("missing-prompt", "/v1/completions", {"model": "model"}, 422, "prompt: Field required"),
     ("missing-model", "/v1/completions", {"prompt": "x"}, 422, "model: Field required"),
@@ -90,6 +92,17 @@ async def test_bad_request(tiny_loaded: Any, path: str, body: Any, status: int, 
         assert words in document["error"]["message"], document
         # The server is still fine afterwards.
         assert (await client.post("/v1/completions", json=GOOD)).status == 200
+
+
+async def test_whole_floats_are_integers(tiny_loaded: Any) -> None:
+    """JSON Schema's integer (and OpenAI's, and vLLM's) includes 2.0: generated clients send such values."""
+    body = {**GOOD, "max_tokens": 2.0, "n": 1.0, "seed": 7.0, "top_k": -1.0, "min_tokens": 0.0, "logprobs": 1.0}
+    async with running_app(tiny_loaded) as (client, _):
+        response = await client.post("/v1/completions", json=body)
+        document = await response.json()
+        assert response.status == 200, document
+        assert document["usage"]["completion_tokens"] <= 2
+        assert len(document["choices"][0]["logprobs"]["top_logprobs"][0]) == 1
 
 
 async def test_wrong_method_is_405(tiny_loaded: Any) -> None:

@@ -4,76 +4,18 @@ work, lets running requests finish, and exits within the shutdown timeout (real 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-def call(url: str, body: dict[str, Any] | None = None, timeout: float = 30) -> tuple[int, dict[str, Any]]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def start(model: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "model_runtime",
-            "serve",
-            "--model-path",
-            str(model),
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": "."},
-    )
-
-
-def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 120) -> list[int]:
-    """Poll readiness; returns the codes seen (to show it was not ready before the model loaded)."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stdout.read().decode() if process.stdout else ""
-        try:
-            code, _ = call(f"{base}/health/ready", timeout=2)
-            seen.append(code)
-            if code == 200:
-                return seen
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            seen.append(0)
-        time.sleep(0.05)
-    raise AssertionError(f"not ready within {timeout}s; codes {seen[-5:]}")
+from tests.process_helpers import HOST, call, free_port, output, start, wait_ready
 
 
 def test_sigterm_drains_then_exits(tiny_model_dir: Path) -> None:
@@ -137,8 +79,7 @@ def test_shutdown_timeout_bounds_the_exit(tiny_model_dir: Path) -> None:
 def test_a_model_that_cannot_load_exits_non_zero(tmp_path: Path) -> None:
     process = start(tmp_path, free_port())
     assert process.wait(timeout=120) == 1
-    assert process.stdout is not None
-    assert b"neither a .gguf file nor a model folder" in process.stdout.read()
+    assert "neither a .gguf file nor a model folder" in output(process)
 
 
 def test_bad_settings_exit_2_with_a_message() -> None:
