@@ -199,6 +199,14 @@ def _evidence(result: MetricResult, e_value: float, alpha: float, threshold: flo
     )
 
 
+def suggestive(e_value: float, alpha: float) -> bool:
+    """Halfway to significance on the log scale (e >= 1/sqrt(alpha)). A breach seen with such evidence holds
+    the step rather than let it pass: a bad canary's evidence keeps growing and rolls it back, while a good
+    canary's e-value reaches this at all with probability at most sqrt(alpha) (Ville) and then decays, so
+    holds are rare and short for good canaries and never roll one back."""
+    return e_value >= 1.0 / math.sqrt(alpha)
+
+
 def judge_requests(stable: TrackSample, canary: TrackSample, min_requests: int) -> MetricResult:
     n_s, n_c = _count(stable.requests), _count(canary.requests)
     enough = n_s >= min_requests and n_c >= min_requests
@@ -264,6 +272,20 @@ def judge_errors(
         return result.model_copy(
             update={"verdict": Verdict.INCONCLUSIVE, "reason": "not enough requests yet"}
         ), evidence
+    if (
+        rate_c is not None
+        and rate_s is not None
+        and rate_c > limits.error_rate
+        and rate_c - rate_s > limits.max_error_rate_increase
+        and suggestive(worse, alpha)
+    ):
+        return result.model_copy(
+            update={
+                "verdict": Verdict.INCONCLUSIVE,
+                "reason": f"holding: canary error rate {rate_c:.2%} is over the cap and stable's {rate_s:.2%}, "
+                f"not significantly yet (e={worse:.3g} of {1 / alpha:.0f})",
+            }
+        ), evidence
     return result.model_copy(update={"reason": "no significant increase in errors"}), evidence
 
 
@@ -281,36 +303,33 @@ def _above_each_bound(bounds: list[float], buckets: Buckets | None) -> list[int]
     return out
 
 
-def slowest_comparison(stable: TrackSample, canary: TrackSample) -> tuple[int, tuple[float, Comparison] | None]:
-    """Slow requests of both tracks counted above the same bound, at every finite bound of the histogram:
-    (how many bounds there are, the bound with the strongest evidence). Testing every bound, rather than
-    one picked from the data, keeps each test's null distribution exact: max over bounds / their number is
-    an e-value (a Bonferroni correction: a few nats more evidence needed, and no bias)."""
+@dataclass(frozen=True)
+class SlowRequests:
+    """The two-sample test of slow requests at every finite bound of the histogram."""
+
+    tested: int  # how many bounds
+    e_value: float  # the average of the bounds' e-values
+    strongest: tuple[float, Comparison] | None  # the bound with the most evidence, to show
+
+
+def slowest_comparison(stable: TrackSample, canary: TrackSample) -> SlowRequests:
+    """Slow requests of both tracks counted above the same bound, at every finite bound of the histogram.
+    Testing every bound, rather than one picked from the data, keeps each test's null distribution exact;
+    their average is an e-value for "the canary is nowhere slower" and stays one under repeated looks (an
+    average of supermartingales), at a cost of at most log(bounds) against the best bound alone."""
     bounds = sorted({le for le, _ in pooled(stable.buckets, canary.buckets) if math.isfinite(le)})
+    if not bounds:
+        return SlowRequests(1, 1.0, None)
     h_c, h_s = _total(canary.buckets), _total(stable.buckets)
-    share = h_c / (h_c + h_s) if h_c + h_s else 1.0
-    best: tuple[float, Comparison] | None = None
+    total, best = 0.0, None
     for bound, events_c, events_s in zip(
         bounds, _above_each_bound(bounds, canary.buckets), _above_each_bound(bounds, stable.buckets), strict=True
     ):
-        events = events_c + events_s
-        if not events or events_c <= events * share:
-            continue  # the canary's share of these is at most its share of requests: no evidence
-        if best is not None and _log_likelihood_ratio_bound(events_c, events, share) <= math.log(best[1].e_value):
-            continue  # the mixture never exceeds the best single likelihood ratio: this one cannot win
         comparison = Comparison.of(events_c, h_c, events_s, h_s)
-        if best is None or comparison.e_value > best[1].e_value:
+        total += comparison.e_value
+        if events_c and (best is None or comparison.e_value > best[1].e_value):
             best = (bound, comparison)
-    return max(1, len(bounds)), best
-
-
-def _log_likelihood_ratio_bound(successes: int, trials: int, null: float) -> float:
-    rate = successes / trials
-    failures = trials - successes
-    upper = successes * math.log(rate / null)
-    if failures:
-        upper += failures * math.log((1 - rate) / (1 - null))
-    return upper
+    return SlowRequests(len(bounds), total / len(bounds), best)
 
 
 def judge_latency(
@@ -333,8 +352,9 @@ def judge_latency(
     if p_c is None or canary.buckets is None:
         evidence = {"p99LatencySeconds": carried_slower, "p99LatencySecondsCap": carried_cap}
         return result.model_copy(update={"reason": "no latency histogram for the canary yet"}), evidence
-    tested, strongest = slowest_comparison(stable, canary)
-    slower = carried_slower * (max(1.0, strongest[1].e_value / tested) if strongest else 1.0)
+    slow = slowest_comparison(stable, canary)
+    tested, strongest = slow.tested, slow.strongest
+    slower = carried_slower * slow.e_value
     h_c = _total(canary.buckets)
     cap_bound = bound_at_or_above(limits.p99_latency_seconds, canary.buckets)
     over_cap_slow = count_above(cap_bound, canary.buckets) if cap_bound is not None else 0
@@ -383,6 +403,15 @@ def judge_latency(
         return result.model_copy(update={"reason": "a P99 passes only with minRequests on both tracks"}), evidence
     if p_s is None:
         return result.model_copy(update={"reason": "no latency histogram for stable"}), evidence
+    allowed = max(p_s * limits.max_latency_ratio, p_s + limits.latency_noise_floor_seconds)
+    if p_c > allowed and suggestive(slower, alpha):
+        return result.model_copy(
+            update={
+                "threshold": allowed,
+                "reason": f"holding: canary P99 {p_c * 1000:.0f}ms is over {limits.max_latency_ratio:g}x stable's "
+                f"{p_s * 1000:.0f}ms, not significantly yet (e={slower:.3g} of {1 / alpha:.0f})",
+            }
+        ), evidence
     return result.model_copy(update={"verdict": Verdict.PASS, "reason": "no significant slowdown"}), evidence
 
 
@@ -428,6 +457,13 @@ def judge_drift(
     if count < MIN_DRIFT_COMPARISONS or mean is None:
         return result.model_copy(
             update={"reason": f"{count} of {MIN_DRIFT_COMPARISONS} mirrored comparisons"}
+        ), evidence
+    if mean > limit and suggestive(e_value, alpha):
+        return result.model_copy(
+            update={
+                "reason": f"holding: mean JS divergence {mean:.3f} is over {limit:g}, not significantly yet "
+                f"(e={e_value:.3g} of {1 / alpha:.0f})"
+            }
         ), evidence
     return result.model_copy(update={"verdict": Verdict.PASS, "reason": f"mean JS divergence {mean:.3f}"}), evidence
 

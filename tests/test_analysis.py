@@ -291,10 +291,12 @@ def test_alpha_is_split_over_the_slis(drift_measured: bool, alpha: float) -> Non
 
 
 def test_evidence_from_earlier_steps_multiplies_this_steps() -> None:
-    """Neither step alone is significant; together they are, and the evidence says what to carry on."""
+    """Neither step alone is significant (the first holds: a breach with suggestive evidence); together they
+    are, and the evidence says what to carry on."""
     stable, canary = track(2000, errors=10), track(400, errors=10)
     alone = judge(Measurement(stable, canary, None), CRITERIA)
-    assert alone.verdict == Verdict.PASS
+    assert alone.verdict == Verdict.INCONCLUSIVE
+    assert "holding: canary error rate 2.50%" in alone.message
     carried = dict(alone.evidence)
     assert 1 < carried["errorRate"] < 200
     together = judge(Measurement(stable, canary, None), CRITERIA, carried)
@@ -307,3 +309,38 @@ def test_a_failed_query_keeps_the_evidence_as_it_was() -> None:
     outcome = judge(Measurement(track(None, None, None), track(None, None, None), None, "timeout"), CRITERIA, carried)
     assert outcome.verdict == Verdict.ERROR
     assert outcome.evidence == carried
+
+
+@pytest.mark.parametrize(
+    ("name", "stable", "canary", "sample", "verdict", "words"),
+    [
+        # 2.5% against 0.5%: over the cap and stable's, e between 1/sqrt(alpha) and 1/alpha: hold the step.
+        (
+            "errors-breach-suggestive",
+            track(2000, errors=10),
+            track(400, errors=10),
+            None,
+            Verdict.INCONCLUSIVE,
+            "holding: canary error rate",
+        ),
+        # Over the cap and over stable by more than the allowed increase, but 3 errors are no evidence: pass.
+        ("errors-breach-weak", track(2000, errors=10), track(200, errors=3), None, Verdict.PASS, "matches"),
+        # A mean divergence over the limit, with evidence on the way: hold, never promote it.
+        (
+            "drift-breach-suggestive",
+            track(1000),
+            track(1000),
+            [0.26] * 15,
+            Verdict.INCONCLUSIVE,
+            "holding: mean JS divergence",
+        ),
+        ("drift-breach-weak", track(1000), track(1000), [0.16] * 12, Verdict.PASS, "matches"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_a_breach_with_suggestive_evidence_holds_the_step(
+    name: str, stable: TrackSample, canary: TrackSample, sample: list[float] | None, verdict: Verdict, words: str
+) -> None:
+    outcome = judge(Measurement(stable, canary, drift(sample) if sample else None), CRITERIA)
+    assert outcome.verdict == verdict, outcome.message
+    assert words in outcome.message

@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 
 from model_operator.sequential import (
-    ALTERNATIVE_LOG_ODDS,
-    BET_FRACTIONS,
+    BET_PRIOR,
+    SHARE_PRIOR,
     log_mean_e_value,
     mean_e_value,
     p_value,
@@ -21,15 +21,21 @@ from model_operator.sequential import (
 
 
 def _mixture_reference(successes: int, trials: int, null: float) -> float:
-    """The average likelihood ratio of the alternatives, each ratio from scipy's binomial pmf."""
+    """The prior-weighted average likelihood ratio of the alternatives, each from scipy's binomial pmf."""
     logit = math.log(null / (1 - null))
-    ratios = []
-    for step in ALTERNATIVE_LOG_ODDS:
+    total = 0.0
+    for step, weight in SHARE_PRIOR:
         theta = 1 / (1 + math.exp(-(logit + step)))
-        ratios.append(
-            math.exp(stats.binom.logpmf(successes, trials, theta) - stats.binom.logpmf(successes, trials, null))
+        total += weight * math.exp(
+            stats.binom.logpmf(successes, trials, theta) - stats.binom.logpmf(successes, trials, null)
         )
-    return float(np.mean(ratios))
+    return total
+
+
+@pytest.mark.parametrize("prior", [SHARE_PRIOR, BET_PRIOR], ids=["share", "bet"])
+def test_priors_are_distributions(prior: tuple[tuple[float, float], ...]) -> None:
+    assert sum(weight for _, weight in prior) == pytest.approx(1.0)
+    assert all(weight > 0 for _, weight in prior)
 
 
 @pytest.mark.parametrize(
@@ -46,9 +52,9 @@ def _mixture_reference(successes: int, trials: int, null: float) -> float:
         (160, 10000, 0.01),
     ],
 )
-def test_share_e_value_is_the_uniform_mixture(successes: int, trials: int, null: float) -> None:
-    """Below 1 (a share at or under the null) it is reported as 1: no evidence, and no decision changes."""
-    reference = max(1.0, _mixture_reference(successes, trials, null))
+def test_share_e_value_is_the_weighted_mixture(successes: int, trials: int, null: float) -> None:
+    """Below 1 too (a share at or under the null): carried into the next step, it must be the e-value."""
+    reference = _mixture_reference(successes, trials, null)
     assert share_e_value(successes, trials, null) == pytest.approx(reference, rel=1e-7)
 
 
@@ -62,8 +68,7 @@ def test_share_e_value_edges(successes: int, trials: int, null: float, expected:
 
 def _betting_reference(values: list[float], null: float) -> float:
     """The average over the bets of the product of (1 + bet (x - null)), one observation at a time."""
-    products = [np.prod([1 + (f / null) * (x - null) for x in values]) for f in BET_FRACTIONS]
-    return float(np.mean(products))
+    return float(sum(w * np.prod([1 + (f / null) * (x - null) for x in values]) for f, w in BET_PRIOR))
 
 
 @pytest.mark.parametrize(

@@ -304,7 +304,8 @@ def report(cells: list[Cell], readme_cells: list[Cell], results: dict[tuple[Cell
            args: argparse.Namespace) -> list[str]:  # fmt: skip
     failures: list[str] = []
     print("\nGood canaries (identical to stable) rolled back, with the 95% Wilson interval")
-    print("| cell | this method | baseline (old method) |\n|---|---|---|")
+    print("| cell | this method | promoted by (median, p90) | baseline (old method) | promoted by |")
+    print("|---|---|---|---|---|")
     for cell in cells:
         row = [cell.label()]
         for method in METHODS:
@@ -312,6 +313,12 @@ def report(cells: list[Cell], readme_cells: list[Cell], results: dict[tuple[Cell
             back = sum(r.rolled_back for r in outcomes)
             low, high = wilson(back, len(outcomes))
             row.append(f"{back}/{len(outcomes)} = {back / len(outcomes):.2%} [{low:.2%}, {high:.2%}]")
+            promoted = sorted(r.seconds for r in outcomes if r.promoted)
+            undecided = sum(not r.promoted and not r.rolled_back for r in outcomes)
+            promoted_by = (
+                f"{statistics.median(promoted):.0f}s, {promoted[int(0.9 * len(promoted))]:.0f}s" if promoted else "-"
+            )
+            row.append(promoted_by + (f" ({undecided} undecided at {MAX_SECONDS:.0f}s)" if undecided else ""))
             if method == "e-values (this)" and (back / len(outcomes) > 0.01 or high > 0.015):
                 failures.append(f"{cell.label()}: false rollbacks {back}/{len(outcomes)} (upper bound {high:.2%})")
         print("| " + " | ".join(row) + " |")
@@ -335,7 +342,7 @@ def report(cells: list[Cell], readme_cells: list[Cell], results: dict[tuple[Cell
                         failures.append(f"{canary.name} ({row[1]}): caught {caught / len(outcomes):.1%} < {target:.0%}")
                     if canary.name == "+5 points of errors" and not median <= 3 * cell.interval:
                         failures.append(f"{canary.name} ({row[1]}): median {median:.0f}s > 3 intervals")
-        print("| " + " | ".join(row) + " |")
+            print("| " + " | ".join(row) + " |")
     reasons: dict[str, int] = {}
     for cell in cells:
         for r in results[(cell, GOOD, "e-values (this)")]:
