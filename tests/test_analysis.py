@@ -311,6 +311,12 @@ def test_a_failed_query_keeps_the_evidence_as_it_was() -> None:
     assert outcome.evidence == carried
 
 
+def slow_tail(requests: int, slow: int) -> TrackSample:
+    """Requests at 50-60 ms, but `slow` of them at 150 ms."""
+    latencies = _spread(0.05, 0.06, requests - slow) + [0.15] * slow
+    return TrackSample(requests=requests, errors=0, scraped=True, buckets=histogram(latencies))
+
+
 @pytest.mark.parametrize(
     ("name", "stable", "canary", "sample", "verdict", "words"),
     [
@@ -335,6 +341,16 @@ def test_a_failed_query_keeps_the_evidence_as_it_was() -> None:
             "holding: mean JS divergence",
         ),
         ("drift-breach-weak", track(1000), track(1000), [0.16] * 12, Verdict.PASS, "matches"),
+        # A P99 over 1.25x stable's from 5 slow requests in 200: e=73, hold; from 3, e=3.8: pass.
+        (
+            "latency-breach-suggestive",
+            track(1000),
+            slow_tail(200, 5),
+            None,
+            Verdict.INCONCLUSIVE,
+            "holding: canary P99",
+        ),
+        ("latency-breach-weak", track(1000), slow_tail(200, 3), None, Verdict.PASS, "matches"),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
