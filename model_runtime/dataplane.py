@@ -32,7 +32,7 @@ from .errors import (
 from .metrics import RuntimeMetrics
 from .model import LoadedModel
 from .sampling import SamplingParams
-from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, classify
+from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, classify
 from .settings import RuntimeSettings
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -157,6 +157,40 @@ class DataPlane:
             )
         return ids
 
+    def _sampling(self, request: Sampling, max_new: int, top_logprobs: int | None) -> SamplingParams:
+        """The engine's parameters for a request; 400 for token ids outside the vocabulary or a
+        min_tokens above max_tokens, before the request joins a batch."""
+        assert self.loaded is not None
+        vocab = self.loaded.vocab_size
+        try:
+            bias = request.bias_by_token(vocab)
+        except ValueError as error:
+            raise InvalidRequest(str(error), param="logit_bias") from None
+        stop_ids = tuple(request.stop_token_ids or ())
+        if any(not 0 <= token < vocab for token in stop_ids):
+            raise InvalidRequest(f"stop_token_ids must be token ids below {vocab}", param="stop_token_ids")
+        if request.min_tokens > max_new:
+            raise InvalidRequest(
+                f"min_tokens ({request.min_tokens}) must be at most max_tokens ({max_new})", param="min_tokens"
+            )
+        return SamplingParams(
+            max_new_tokens=max_new,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=request.stop_sequences(),
+            top_logprobs=top_logprobs,
+            ignore_eos=request.ignore_eos,
+            top_k=request.top_k,
+            min_p=request.min_p,
+            repetition_penalty=request.repetition_penalty,
+            frequency_penalty=request.frequency_penalty,
+            presence_penalty=request.presence_penalty,
+            logit_bias=bias,
+            min_tokens=request.min_tokens,
+            stop_token_ids=stop_ids,
+        )
+
     def _max_new(self, asked: int | None) -> int:
         value = asked if asked is not None else min(16, self.settings.max_new_tokens)
         if value > self.settings.max_new_tokens:
@@ -217,16 +251,7 @@ class DataPlane:
         assert self.loaded is not None
         max_new = self._max_new(request.max_tokens)
         ids = self._limit_prompt(list(self.loaded.tokenizer.encode(request.prompt)) if request.prompt else [], max_new)
-        params = SamplingParams(
-            max_new_tokens=max_new,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            stop=request.stop_sequences(),
-            top_logprobs=request.logprobs,
-            ignore_eos=request.ignore_eos,
-        )
-        return request, ids, params
+        return request, ids, self._sampling(request, max_new, request.logprobs)
 
     def completion_logprobs(self, tokens: list[TokenEvent]) -> dict[str, Any]:
         texts = [self._token_text(t.token_id) for t in tokens]
@@ -307,16 +332,7 @@ class DataPlane:
         top = request.top_logprobs if request.logprobs else None
         if request.logprobs and top is None:
             top = 0
-        params = SamplingParams(
-            max_new_tokens=max_new,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            seed=request.seed,
-            stop=request.stop_sequences(),
-            top_logprobs=top,
-            ignore_eos=request.ignore_eos,
-        )
-        return request, ids, params
+        return request, ids, self._sampling(request, max_new, top)
 
     def chat_logprobs(self, tokens: list[TokenEvent]) -> dict[str, Any]:
         content = []

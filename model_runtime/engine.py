@@ -20,7 +20,7 @@ import torch
 
 from .errors import ApiError, InvalidRequest, Timeout
 from .model import LoadedModel
-from .sampling import SamplingParams, TokenLogprobs, choose, logprobs_of, make_generator
+from .sampling import History, SamplingParams, TokenLogprobs, choose, logprobs_of, make_generator
 
 log = logging.getLogger("model_runtime.engine")
 
@@ -295,7 +295,11 @@ class GenerationEngine(Engine):
         """Sample for rows `first`.. of the batch, emit tokens, and drop the sequences that finished."""
         rows = self.active[first:]
         params = [s.work.params for s in rows]
-        chosen, failed_rows = choose(logits, params, [s.generator for s in rows])
+        histories = [
+            History(s.work.prompt_ids, s.output_ids, self.loaded.eos_token_ids) if s.work.params.shapes_logits else None
+            for s in rows
+        ]
+        chosen, failed_rows = choose(logits, params, [s.generator for s in rows], histories)
         reported = logprobs_of(logits, chosen, [p.top_logprobs for p in params])
         tokens = chosen.tolist()
         if first == 0:
@@ -336,7 +340,7 @@ class GenerationEngine(Engine):
         """Add a token (which would be fed at `position`) to a sequence and emit its text; returns a finish
         reason when the sequence is done."""
         params = sequence.work.params
-        if token in self.loaded.eos_token_ids and not params.ignore_eos:
+        if (token in self.loaded.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
             self._emit_rest(sequence)
             return "stop"
         sequence.output_ids.append(token)

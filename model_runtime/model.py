@@ -75,6 +75,11 @@ class LoadedModel:
     def device(self) -> str:
         return self.placement.device
 
+    @property
+    def vocab_size(self) -> int:
+        """The width of the logits, which token ids in a request must stay below."""
+        return int(getattr(self.model.config, "vocab_size", None) or len(self.tokenizer))
+
 
 def source_of(path: str) -> tuple[str, dict[str, Any], bool]:
     """from_pretrained's first argument, extra keywords, and whether it is local, for a model folder, a

@@ -47,16 +47,8 @@ class ResponseFormat(Body):
     json_schema: dict[str, Any] | None = None
 
 
-# Sampling controls accepted at their neutral values only, until the engine implements them: what an SDK
-# sends by default works, and anything else is a clear 400 rather than a silently different answer.
-NEUTRAL = {
-    "presence_penalty": 0.0,
-    "frequency_penalty": 0.0,
-    "repetition_penalty": 1.0,
-    "top_k": -1,
-    "min_p": 0.0,
-    "min_tokens": 0,
-}
+MAX_STOP_TOKEN_IDS = 64
+MAX_LOGIT_BIAS = 300  # entries, as OpenAI
 
 
 class Sampling(Body):
@@ -72,11 +64,14 @@ class Sampling(Body):
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0)
-    top_k: Integer = -1
+    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
+    top_k: Integer = Field(default=-1, ge=-1)
     min_p: float = Field(default=0.0, ge=0.0, le=1.0)
     min_tokens: Integer = Field(default=0, ge=0)
-    logit_bias: dict[str, float] | None = None
+    stop_token_ids: list[Integer] | None = Field(default=None, max_length=MAX_STOP_TOKEN_IDS)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        default=None, max_length=MAX_LOGIT_BIAS
+    )
     response_format: ResponseFormat | None = None
     # vLLM's extension, which the router's mirror probes use: keep generating past end-of-sequence so that
     # both tracks' next-token distributions are compared at every probed position.
@@ -96,16 +91,20 @@ class Sampling(Body):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     def unsupported(self) -> str | None:
-        """The first control set to a value this server does not implement yet, named for the 400."""
-        for field, neutral in NEUTRAL.items():
-            value = getattr(self, field)
-            if value != neutral and not (field == "top_k" and value == 0):
-                return f"{field}={value!r} is not supported by this server yet (only {neutral!r})"
-        if self.logit_bias:
-            return "logit_bias is not supported by this server yet (only an empty object)"
+        """A control set to a value this server does not implement yet, named for the 400."""
         if self.response_format is not None and self.response_format.type != "text":
             return f"response_format {self.response_format.type!r} is not supported by this server yet"
         return None
+
+    def bias_by_token(self, vocab_size: int) -> tuple[tuple[int, float], ...]:
+        """logit_bias with its keys as token ids; ValueError naming a key that is not one."""
+        out = []
+        for key, bias in (self.logit_bias or {}).items():
+            token = int(key) if key.isascii() and key.isdigit() and len(key) <= 10 else -1
+            if not 0 <= token < vocab_size:
+                raise ValueError(f"logit_bias keys must be token ids below {vocab_size}, not {key[:20]!r}")
+            out.append((token, bias))
+        return tuple(out)
 
     @property
     def include_usage(self) -> bool:

@@ -57,16 +57,21 @@ def _http_error(error: web.HTTPException) -> ApiError:
     return failure
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def parse_json(body: bytes) -> Any:
     """A request body as JSON, or InvalidRequest: not UTF-8 or not JSON, nested deeper than the parser
-    recurses, an integer of more digits than Python parses, or text with a lone surrogate (which no
+    recurses, an integer of more digits than Python parses, NaN or Infinity (Python's extension, which
+    would reach sampling as a non-finite parameter), or text with a lone surrogate (which no
     tokenizer can encode)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InvalidRequest(f"the request body is not UTF-8: {error}") from None
     try:
-        document = json.loads(text)
+        document = json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise InvalidRequest("the request body nests JSON too deeply") from None
     except ValueError as error:  # JSONDecodeError, and an integer over the digit limit

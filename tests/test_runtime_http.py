@@ -41,7 +41,16 @@ BAD_REQUESTS = [
     ),
     ("seed-over-uint64", "/v1/completions", {**GOOD, "temperature": 1, "seed": 2**64}, 400, "seed"),
     ("seed-below-int64", "/v1/completions", {**GOOD, "temperature": 1, "seed": -(2**63) - 1}, 400, "seed"),
-    ("penalty-not-supported", "/v1/completions", {**GOOD, "presence_penalty": 0.5}, 400, "presence_penalty"),
+    ("penalty-out-of-range", "/v1/completions", {**GOOD, "presence_penalty": 2.5}, 400, "presence_penalty"),
+    ("repetition-penalty-zero", "/v1/completions", {**GOOD, "repetition_penalty": 0}, 400, "repetition_penalty"),
+    ("top-k-below-minus-one", "/v1/completions", {**GOOD, "top_k": -2}, 400, "top_k"),
+    ("min-p-over-one", "/v1/completions", {**GOOD, "min_p": 1.5}, 400, "min_p"),
+    ("min-tokens-over-max", "/v1/completions", {**GOOD, "min_tokens": 9, "max_tokens": 4}, 400, "min_tokens (9)"),
+    ("bias-not-a-token", "/v1/completions", {**GOOD, "logit_bias": {"hello": 1}}, 400, "token ids below"),
+    ("bias-past-vocab", "/v1/completions", {**GOOD, "logit_bias": {"99999999": 1}}, 400, "token ids below"),
+    ("bias-too-big", "/v1/completions", {**GOOD, "logit_bias": {"5": 101}}, 400, "logit_bias"),
+    ("stop-token-past-vocab", "/v1/completions", {**GOOD, "stop_token_ids": [10**6]}, 400, "stop_token_ids"),
+    ("nan-is-not-json", "/v1/completions", b'{"model": "model", "prompt": "x", "temperature": NaN}', 400, "NaN"),
     (
         "json-mode-not-supported",
         "/v1/chat/completions",
@@ -49,7 +58,6 @@ BAD_REQUESTS = [
         400,
         "response_format",
     ),
-    ("logit-bias-not-supported", "/v1/completions", {**GOOD, "logit_bias": {"5": 10}}, 400, "logit_bias"),
     ("prompt-wrong-type", "/v1/completions", {**GOOD, "prompt": 5}, 422, "prompt"),
     ("max-tokens-string", "/v1/completions", {**GOOD, "max_tokens": "6"}, 422, "max_tokens"),
     ("max-tokens-fractional", "/v1/completions", {**GOOD, "max_tokens": 2.5}, 422, "max_tokens"),
@@ -339,3 +347,36 @@ async def test_a_client_that_hangs_up_is_499_and_its_sequence_is_cancelled(tiny_
     steps = sample(text, "modelship_decode_step_duration_seconds_count", revision="r1")
     assert steps is not None
     assert steps < 300
+
+
+async def _complete(client: Any, **fields: Any) -> dict[str, Any]:
+    response = await client.post("/v1/completions", json={**GOOD, **fields})
+    document = await response.json()
+    assert response.status == 200, document
+    return dict(document)
+
+
+async def test_sampling_controls_change_what_is_generated(tiny_loaded: Any) -> None:
+    """logit_bias, min_tokens, stop_token_ids, the penalties, top_k and min_p do what vLLM's do."""
+    end = min(tiny_loaded.eos_token_ids)
+    async with running_app(tiny_loaded) as (client, _):
+        plain = await _complete(client)
+        # A +100 bias makes a token the greedy choice every time.
+        forced = await _complete(client, logit_bias={"7": 100})
+        assert forced["choices"][0]["text"] == tiny_loaded.tokenizer.decode([7] * 6)
+        # The end token forced: it ends at once, unless min_tokens holds it back; a stop token ends it too.
+        assert (await _complete(client, logit_bias={str(end): 100}))["usage"]["completion_tokens"] == 0
+        held = await _complete(client, logit_bias={str(end): 100}, min_tokens=3)
+        assert (held["usage"]["completion_tokens"], held["choices"][0]["finish_reason"]) == (3, "stop")
+        stopped = await _complete(client, logit_bias={"7": 100}, stop_token_ids=[7])
+        assert (stopped["usage"]["completion_tokens"], stopped["choices"][0]["finish_reason"]) == (0, "stop")
+        # A frequency penalty breaks a forced repeat once it outweighs the bias (the tiny model's logits
+        # lie within +-6, so +15 wins every position until seven repeats have cost 14).
+        repeated = await _complete(client, logit_bias={"7": 15}, max_tokens=12)
+        penalised = await _complete(client, logit_bias={"7": 15}, max_tokens=12, frequency_penalty=2.0)
+        assert repeated["choices"][0]["text"] == tiny_loaded.tokenizer.decode([7] * 12)
+        assert penalised["choices"][0]["text"] != repeated["choices"][0]["text"]
+        # top_k 1 and min_p 1 leave only the most likely token: sampling at temperature 1 becomes greedy.
+        for narrowing in ({"top_k": 1}, {"min_p": 1.0}):
+            sampled = await _complete(client, temperature=1.0, seed=3, **narrowing)
+            assert sampled["choices"][0]["text"] == plain["choices"][0]["text"]
