@@ -232,3 +232,22 @@ def test_a_poisoned_request_ends_alone_and_its_batch_is_token_identical(
     assert isinstance(mixed[1], ApiError)
     assert mixed[1].status in (400, 500)
     assert [mixed[0], mixed[2], mixed[3]] == alone
+
+
+def test_a_neighbours_penalties_and_bias_leave_a_batch_token_identical(tiny_loaded: Any) -> None:
+    """Logit shaping is per sequence: a request with every control set changes no other's tokens."""
+    prompts = prompts_of(tiny_loaded, TEXTS[:4])
+    good = [
+        SamplingParams(max_new_tokens=12, temperature=0.0),
+        SamplingParams(max_new_tokens=12, temperature=0.9, top_p=0.9, seed=7),
+        SamplingParams(max_new_tokens=12, temperature=0.0),
+    ]
+    shaped = SamplingParams(
+        max_new_tokens=12, temperature=0.8, seed=1, top_k=5, min_p=0.1, repetition_penalty=1.5,
+        frequency_penalty=1.0, presence_penalty=0.5, logit_bias=((7, 5.0),), min_tokens=4, stop_token_ids=(9,),
+    )  # fmt: skip
+    alone = run_with_errors(tiny_loaded, prompts[:3], good)
+    mixed = run_with_errors(tiny_loaded, [prompts[0], prompts[3], prompts[1], prompts[2]], [good[0], shaped, *good[1:]])
+    assert isinstance(mixed[1], list)
+    assert len(mixed[1]) >= 4
+    assert [mixed[0], mixed[2], mixed[3]] == alone
