@@ -141,6 +141,7 @@ spec:
     [
         ("", "steps' weights must be strictly rising"),
         ("  traffic: {mode: gatewayAPI}\n", "traffic.gateway is required when traffic.mode is gatewayAPI"),
+        ("    analysis: {interval: 1ms}\n", "interval must be at least 1s"),
     ],
 )
 def test_api_server_enforces_cel_rules(kubectl: Kubectl, namespace: str, change: str, message: str) -> None:

@@ -33,6 +33,8 @@ from .traffic import traffic_for
 HISTORY_LIMIT = 10
 ACTIONS = ("promote", "abort", "retry", "pause", "resume")
 WAITING_REQUEUE_SECONDS = 5.0
+# However a spec reads, the operator never looks again sooner than this: no spec makes it spin.
+MIN_REQUEUE_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -464,7 +466,7 @@ def _requeue(work: _Work, spec: ModelDeploymentSpec, now: datetime) -> float:
         left = spec.rollout.abort_scale_down_delay_seconds - _elapsed(work.aborted_at, now)
         if left > 0:
             candidates.append(max(0.5, left))
-    return min(candidates)
+    return max(MIN_REQUEUE_SECONDS, min(candidates))
 
 
 def _invalid(work: _Work, observation: Observation) -> Decision:

@@ -156,6 +156,24 @@ BAD_SPECS = [
         "String should match",
     ),
     (
+        "interval-under-a-second",
+        with_changes(rollout__analysis={"interval": "1ms"}),
+        "spec.rollout.analysis.interval",
+        "at least 1s",
+    ),
+    (
+        "interval-zero",
+        with_changes(rollout__analysis={"interval": "0s"}),
+        "spec.rollout.analysis.interval",
+        "at least 1s",
+    ),
+    (
+        "no-data-timeout-zero",
+        with_changes(rollout__analysis={"noDataTimeout": "0.0000000001s"}),
+        "spec.rollout.analysis.noDataTimeout",
+        "at least 1s",
+    ),
+    (
         "min-requests-zero",
         with_changes(rollout__analysis={"minRequests": 0}),
         "spec.rollout.analysis.minRequests",

@@ -74,7 +74,8 @@ def _rules() -> list[str]:
     [
         "steps' weights must be strictly rising",
         "uri must use one of the schemes pvc://, file:// or hf://",
-        "interval must be positive",
+        "interval must be at least 1s (each look queries Prometheus)",
+        "noDataTimeout must be at least 1s",
         "traffic.gateway is required when traffic.mode is gatewayAPI",
     ],
 )
@@ -97,6 +98,9 @@ OPENAPI_CATCHES = [
         "steps-falling",
         "steps-repeated",
         "gateway-mode-without-gateway",
+        "interval-under-a-second",
+        "interval-zero",
+        "no-data-timeout-zero",
         # Unknown fields are pruned (or refused by kubectl's strict field validation), not schema errors.
         "model-unknown-field",
         "runtime-unknown-field",

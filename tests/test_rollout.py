@@ -12,7 +12,7 @@ import pytest
 from model_operator.analysis import Outcome
 from model_operator.api import ModelDeploymentStatus, Phase, Verdict, parse_spec
 from model_operator.api.status import MetricResult
-from model_operator.rollout import Decision, Observation, RevisionState, analysis_due, decide
+from model_operator.rollout import MIN_REQUEUE_SECONDS, Decision, Observation, RevisionState, analysis_due, decide
 from tests.test_api_validation import with_changes
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -463,3 +463,28 @@ def test_a_rollback_by_the_analysis_keeps_its_evidence_in_the_history() -> None:
     assert [m.name for m in entry.analysis] == ["errorRate"]
     assert entry.analysis[0].e_value == 1e6
     assert rolled_back.status.to_api()["history"][-1]["analysis"][0]["eValue"] == 1e6
+
+
+def test_no_spec_makes_the_operator_look_again_sooner_than_the_floor() -> None:
+    """Even a spec that slipped past validation (an interval of 1 ms) requeues no faster than the floor."""
+    spec = parse_spec(SPEC)
+    fast = spec.model_copy(
+        update={
+            "rollout": spec.rollout.model_copy(
+                update={"analysis": spec.rollout.analysis.model_copy(update={"interval": "1ms"})}
+            )
+        }
+    )
+    observation = Observation(
+        generation=3,
+        spec=fast,
+        spec_problems=(),
+        desired_revision="c1",
+        action=None,
+        revisions={"s1": RevisionState(2, 2), "c1": RevisionState(2, 2)},
+        analysis=WAIT,
+        now=T0 + timedelta(seconds=25),
+    )
+    decision = decide(CANARY_AT_STEP_1, observation)
+    assert decision.canary == "c1"
+    assert decision.requeue_after == MIN_REQUEUE_SECONDS

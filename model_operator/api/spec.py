@@ -10,7 +10,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from .base import ApiModel, cel, cel_rules
 from .durations import DURATION_PATTERN, parse_duration
@@ -20,6 +20,10 @@ URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.+|hf://[^/@
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
 
 POSITIVE_DURATION = "duration(self) > duration('0s')"
+# Each analysis queries Prometheus and each look reconciles: below a second an interval (or a blind
+# timeout) only hammers both and decides nothing sooner, since Prometheus scrapes every few seconds.
+MIN_ANALYSIS_SECONDS = 1.0
+AT_LEAST_A_SECOND = "duration(self) >= duration('1s')"
 
 
 class ModelSource(ApiModel):
@@ -281,7 +285,7 @@ class Analysis(ApiModel):
     interval: Duration = Field(
         default="10s",
         json_schema_extra=cel_rules(
-            cel(POSITIVE_DURATION, "interval must be positive"),
+            cel(AT_LEAST_A_SECOND, "interval must be at least 1s (each look queries Prometheus)"),
         ),
     )
     """How often the analysis queries Prometheus."""
@@ -301,13 +305,23 @@ class Analysis(ApiModel):
     no_data_timeout: Duration = Field(
         default="10m",
         json_schema_extra=cel_rules(
-            cel(POSITIVE_DURATION, "noDataTimeout must be positive"),
+            cel(AT_LEAST_A_SECOND, "noDataTimeout must be at least 1s"),
         ),
     )
     """How long the rollout holds its weight while blind before `onNoData` applies."""
 
     prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
     """The Prometheus to query; the operator's default when unset."""
+
+    @field_validator("interval", "no_data_timeout")
+    @classmethod
+    def _at_least_a_second(cls, value: str, info: ValidationInfo) -> str:
+        if parse_duration(value) < MIN_ANALYSIS_SECONDS:
+            name = "interval" if info.field_name == "interval" else "noDataTimeout"
+            raise ValueError(
+                f"{name} must be at least 1s" + (" (each look queries Prometheus)" if name == "interval" else "")
+            )
+        return value
 
 
 DEFAULT_STEPS = (Step(weight=10, pause="30s"), Step(weight=50, pause="60s"))
