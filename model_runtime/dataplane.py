@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -31,8 +31,8 @@ from .errors import (
 )
 from .metrics import RuntimeMetrics
 from .model import LoadedModel
-from .sampling import SamplingParams
-from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, classify
+from .sampling import SEED_RANGE, SamplingParams
+from .schemas import MAX_CHOICES, MAX_PROMPTS, ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, classify
 from .settings import RuntimeSettings
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -239,19 +239,93 @@ class DataPlane:
                 return Generated(text, event.finish_reason, event.prompt_tokens, event.completion_tokens, tokens)
         raise AssertionError("generation ended without a Finished event")
 
+    async def _collect_all(self, choices: list[Choice]) -> list[Generated]:
+        """Every choice's generation, side by side in the engine's batch; the first failure fails the
+        request and cancels the rest."""
+        if len(choices) == 1:
+            return [await self._collect(choices[0].prompt_ids, choices[0].params)]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._collect(c.prompt_ids, c.params)) for c in choices]
+        except ExceptionGroup as failures:
+            raise failures.exceptions[0] from None
+        return [task.result() for task in tasks]
+
+    async def _merged(self, choices: list[Choice]) -> AsyncIterator[tuple[int, TokenEvent | Finished]]:
+        """(choice index, event) from every choice's generation as they come; the first failure ends the
+        stream, and closing it cancels every sequence."""
+        if len(choices) == 1:
+            async for event in self._generate(choices[0].prompt_ids, choices[0].params):
+                yield choices[0].index, event
+            return
+        queue: asyncio.Queue[tuple[int, TokenEvent | Finished] | Exception] = asyncio.Queue()
+
+        async def pump(choice: Choice) -> None:
+            try:
+                async for event in self._generate(choice.prompt_ids, choice.params):
+                    queue.put_nowait((choice.index, event))
+            except Exception as error:
+                queue.put_nowait(error)
+
+        tasks = [asyncio.create_task(pump(choice)) for choice in choices]
+        try:
+            done = 0
+            while done < len(choices):
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                done += isinstance(item[1], Finished)
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     def _token_text(self, token_id: int) -> str:
         assert self.loaded is not None
         return str(self.loaded.tokenizer.decode([token_id]))
 
     # ---- /v1/completions ----------------------------------------------------------------------------
-    def prepare_completion(self, document: Any) -> tuple[CompletionRequest, list[int], SamplingParams]:
+    def prepare_completion(self, document: Any) -> tuple[CompletionRequest, list[Choice], SamplingParams]:
         request = parse(CompletionRequest, document)
         self._check_model(request.model)
         self._check_task("text-generation")
         assert self.loaded is not None
         max_new = self._max_new(request.max_tokens)
-        ids = self._limit_prompt(list(self.loaded.tokenizer.encode(request.prompt)) if request.prompt else [], max_new)
-        return request, ids, self._sampling(request, max_new, request.logprobs)
+        prompts = [self._limit_prompt(ids, max_new) for ids in self._prompt_ids(request.prompt)]
+        if len(prompts) * request.n > MAX_CHOICES:
+            raise InvalidRequest(
+                f"{len(prompts)} prompts x n={request.n} is {len(prompts) * request.n} choices; the limit is "
+                f"{MAX_CHOICES}",
+                param="n",
+            )
+        params = self._sampling(request, max_new, request.logprobs)
+        return request, choices_of(prompts, params, request.n), params
+
+    def _prompt_ids(self, prompt: str | list[str] | list[int] | list[list[int]]) -> list[list[int]]:
+        """Token ids per prompt: text is tokenized, token ids are taken as they are (each below the
+        vocabulary size)."""
+        assert self.loaded is not None
+        if isinstance(prompt, str):
+            prompts: list[str | list[int]] = [prompt]
+        elif prompt and all(isinstance(item, int) for item in prompt):
+            prompts = [[int(item) for item in prompt]]  # type: ignore[arg-type]
+        else:
+            prompts = list(prompt)  # type: ignore[arg-type]
+        if not prompts:
+            raise InvalidRequest("the prompt must not be empty", param="prompt")
+        if len(prompts) > MAX_PROMPTS:
+            raise InvalidRequest(f"at most {MAX_PROMPTS} prompts per request", param="prompt")
+        vocab = self.loaded.vocab_size
+        out = []
+        for item in prompts:
+            if isinstance(item, str):
+                out.append(list(self.loaded.tokenizer.encode(item)) if item else [])
+            elif any(not 0 <= token < vocab for token in item):
+                raise InvalidRequest(f"prompt token ids must be below {vocab}", param="prompt")
+            else:
+                out.append(list(item))
+        return out
 
     def completion_logprobs(self, tokens: list[TokenEvent]) -> dict[str, Any]:
         texts = [self._token_text(t.token_id) for t in tokens]
@@ -268,48 +342,49 @@ class DataPlane:
             "text_offset": offsets,
         }
 
-    async def completion(self, request: CompletionRequest, ids: list[int], params: SamplingParams) -> dict[str, Any]:
+    async def completion(
+        self, request: CompletionRequest, choices: list[Choice], params: SamplingParams
+    ) -> dict[str, Any]:
         await self._faults()
-        result = await self._collect(ids, params)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "text": result.text,
-            "finish_reason": result.finish_reason,
-            "logprobs": None,
-        }
-        if request.logprobs is not None:
-            choice["logprobs"] = self.completion_logprobs(result.logprobs)
-        return self._envelope("cmpl", "text_completion", choice, result)
+        results = await self._collect_all(choices)
+        shaped = []
+        for choice, result in zip(choices, results, strict=True):
+            answer: dict[str, Any] = {
+                "index": choice.index,
+                "text": result.text,
+                "finish_reason": result.finish_reason,
+                "logprobs": None,
+            }
+            if request.logprobs is not None:
+                answer["logprobs"] = self.completion_logprobs(result.logprobs)
+            shaped.append(answer)
+        return self._envelope("cmpl", "text_completion", shaped, choices, results)
 
     async def completion_stream(
-        self, request: CompletionRequest, ids: list[int], params: SamplingParams
+        self, request: CompletionRequest, choices: list[Choice], params: SamplingParams
     ) -> AsyncGenerator[dict[str, Any], None]:
         await self._faults()
         ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        async for event in self._generate(ids, params):
+        base = {"id": ident, "object": "text_completion", "created": created, "model": self.settings.model_name}
+        ends: dict[int, Finished] = {}
+        async for index, event in self._merged(choices):
             if isinstance(event, TokenEvent):
                 if not event.text and event.token_id < 0:
                     continue
-                choice: dict[str, Any] = {"index": 0, "text": event.text, "finish_reason": None, "logprobs": None}
+                answer: dict[str, Any] = {"index": index, "text": event.text, "finish_reason": None, "logprobs": None}
                 if request.logprobs is not None and event.token_id >= 0:
-                    choice["logprobs"] = self.completion_logprobs([event])
-                yield {
-                    "id": ident,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": self.settings.model_name,
-                    "choices": [choice],
-                }
+                    answer["logprobs"] = self.completion_logprobs([event])
+                yield base | {"choices": [answer]}
             else:
-                base = {"id": ident, "object": "text_completion", "created": created, "model": self.settings.model_name}
+                ends[index] = event
                 yield base | {
-                    "choices": [{"index": 0, "text": "", "finish_reason": event.finish_reason, "logprobs": None}]
+                    "choices": [{"index": index, "text": "", "finish_reason": event.finish_reason, "logprobs": None}]
                 }
-                if request.include_usage:  # vLLM's convention: a last chunk with no choices, only usage
-                    yield base | {"choices": [], "usage": _event_usage(event)}
+        if request.include_usage:  # vLLM's convention: a last chunk with no choices, only usage
+            yield base | {"choices": [], "usage": _finished_usage(choices, ends)}
 
     # ---- /v1/chat/completions -----------------------------------------------------------------------
-    def prepare_chat(self, document: Any) -> tuple[ChatRequest, list[int], SamplingParams]:
+    def prepare_chat(self, document: Any) -> tuple[ChatRequest, list[Choice], SamplingParams]:
         request = parse(ChatRequest, document)
         self._check_model(request.model)
         self._check_task("text-generation")
@@ -332,7 +407,8 @@ class DataPlane:
         top = request.top_logprobs if request.logprobs else None
         if request.logprobs and top is None:
             top = 0
-        return request, ids, self._sampling(request, max_new, top)
+        params = self._sampling(request, max_new, top)
+        return request, choices_of([ids], params, request.n), params
 
     def chat_logprobs(self, tokens: list[TokenEvent]) -> dict[str, Any]:
         content = []
@@ -348,58 +424,63 @@ class DataPlane:
             )
         return {"content": content}
 
-    async def chat(self, request: ChatRequest, ids: list[int], params: SamplingParams) -> dict[str, Any]:
+    async def chat(self, request: ChatRequest, choices: list[Choice], params: SamplingParams) -> dict[str, Any]:
         await self._faults()
-        result = await self._collect(ids, params)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": result.text},
-            "finish_reason": result.finish_reason,
-            "logprobs": None,
-        }
-        if request.logprobs:
-            choice["logprobs"] = self.chat_logprobs(result.logprobs)
-        return self._envelope("chatcmpl", "chat.completion", choice, result)
+        results = await self._collect_all(choices)
+        shaped = []
+        for choice, result in zip(choices, results, strict=True):
+            answer: dict[str, Any] = {
+                "index": choice.index,
+                "message": {"role": "assistant", "content": result.text},
+                "finish_reason": result.finish_reason,
+                "logprobs": None,
+            }
+            if request.logprobs:
+                answer["logprobs"] = self.chat_logprobs(result.logprobs)
+            shaped.append(answer)
+        return self._envelope("chatcmpl", "chat.completion", shaped, choices, results)
 
-    def _envelope(self, prefix: str, kind: str, choice: dict[str, Any], result: Generated) -> dict[str, Any]:
+    def _envelope(
+        self, prefix: str, kind: str, shaped: list[dict[str, Any]], choices: list[Choice], results: list[Generated]
+    ) -> dict[str, Any]:
+        prompt_tokens = sum(r.prompt_tokens for c, r in zip(choices, results, strict=True) if c.first_of_prompt)
+        completion_tokens = sum(r.completion_tokens for r in results)
         return {
             "id": f"{prefix}-{uuid.uuid4().hex}",
             "object": kind,
             "created": int(time.time()),
             "model": self.settings.model_name,
-            "choices": [choice],
-            "usage": _usage(result),
+            "choices": shaped,
+            "usage": _usage_of(prompt_tokens, completion_tokens),
         }
 
     async def chat_stream(
-        self, request: ChatRequest, ids: list[int], params: SamplingParams
+        self, request: ChatRequest, choices: list[Choice], params: SamplingParams
     ) -> AsyncGenerator[dict[str, Any], None]:
         await self._faults()
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        first = True
-        async for event in self._generate(ids, params):
-            base = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": self.settings.model_name,
-            }
+        base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.settings.model_name}
+        started: set[int] = set()
+        ends: dict[int, Finished] = {}
+        async for index, event in self._merged(choices):
             if isinstance(event, TokenEvent):
                 if not event.text and event.token_id < 0:
                     continue
                 delta: dict[str, Any] = {"content": event.text}
-                if first:
-                    delta["role"], first = "assistant", False
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
+                if index not in started:
+                    delta["role"] = "assistant"
+                    started.add(index)
+                answer: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": None, "logprobs": None}
                 if request.logprobs and event.token_id >= 0:
-                    choice["logprobs"] = self.chat_logprobs([event])
-                yield base | {"choices": [choice]}
+                    answer["logprobs"] = self.chat_logprobs([event])
+                yield base | {"choices": [answer]}
             else:
+                ends[index] = event
                 yield base | {
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": event.finish_reason, "logprobs": None}]
+                    "choices": [{"index": index, "delta": {}, "finish_reason": event.finish_reason, "logprobs": None}]
                 }
-                if request.include_usage:
-                    yield base | {"choices": [], "usage": _event_usage(event)}
+        if request.include_usage:
+            yield base | {"choices": [], "usage": _finished_usage(choices, ends)}
 
     # ---- /v1/embeddings -----------------------------------------------------------------------------
     async def embeddings(self, document: Any) -> dict[str, Any]:
@@ -469,22 +550,44 @@ def _settle(future: asyncio.Future[Finished], event: object) -> None:
         future.set_result(event)
 
 
-def _event_usage(event: Finished) -> dict[str, int]:
-    return {
-        "prompt_tokens": event.prompt_tokens,
-        "completion_tokens": event.completion_tokens,
-        "total_tokens": event.prompt_tokens + event.completion_tokens,
-    }
-
-
 def encode_embedding(vector: list[float]) -> str:
     """OpenAI's base64 encoding of an embedding: little-endian float32 bytes."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
-def _usage(result: Generated) -> dict[str, int]:
+def _usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     return {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
     }
+
+
+def _finished_usage(choices: list[Choice], ends: dict[int, Finished]) -> dict[str, int]:
+    """A request's usage: each prompt's tokens once, however many choices it had, and every choice's output."""
+    prompt = sum(ends[c.index].prompt_tokens for c in choices if c.first_of_prompt and c.index in ends)
+    return _usage_of(prompt, sum(end.completion_tokens for end in ends.values()))
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One answer the request asked for: prompt p's j-th sample has index p * n + j, as OpenAI numbers them."""
+
+    index: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    first_of_prompt: bool
+
+
+def choices_of(prompts: list[list[int]], params: SamplingParams, n: int) -> list[Choice]:
+    """n choices per prompt. With a seed, sample j is seeded seed + j (seed - j at the top of the range), so
+    the choices differ and each one is reproducible."""
+    out = []
+    for p, ids in enumerate(prompts):
+        for j in range(n):
+            seeded = params
+            if params.seed is not None and j:
+                seed = params.seed + j if params.seed + j <= SEED_RANGE[1] else params.seed - j
+                seeded = replace(params, seed=seed)
+            out.append(Choice(p * n + j, ids, seeded, j == 0))
+    return out

@@ -6,6 +6,7 @@ in `classify`."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -48,6 +49,8 @@ class ResponseFormat(Body):
 
 
 MAX_STOP_TOKEN_IDS = 64
+MAX_CHOICES = 16  # n, and n x prompts for a list of prompts
+MAX_PROMPTS = 16
 MAX_LOGIT_BIAS = 300  # entries, as OpenAI
 
 
@@ -59,7 +62,7 @@ class Sampling(Body):
     seed: Integer | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stop: str | list[str] | None = None
     stream: bool = False
-    n: Annotated[Literal[1], BeforeValidator(_whole_number)] = 1
+    n: Integer = Field(default=1, ge=1, le=MAX_CHOICES)
     user: str | None = None
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
@@ -112,7 +115,8 @@ class Sampling(Body):
 
 
 class CompletionRequest(Sampling):
-    prompt: str
+    prompt: str | list[str] | list[Integer] | list[list[Integer]]
+    """One prompt as text or token ids, or a list of them (each answered with n choices)."""
     logprobs: Integer | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
@@ -175,6 +179,10 @@ _VALUE_ERRORS = {
 }
 
 
+# The members of a union that pydantic names in an error's location ("prompt.list[int].0"): not fields.
+_TYPE_IN_LOCATION = re.compile(r"str|int|float|bool|literal\[.*\]|list\[.*\]|function-[a-z-]+\[.*\]")
+
+
 def classify(error: ValidationError) -> tuple[bool, str, str | None]:
     """(is a schema error, message, the first offending parameter)."""
     problems = error.errors(include_url=False)
@@ -182,9 +190,7 @@ def classify(error: ValidationError) -> tuple[bool, str, str | None]:
     chosen = next((p for p in problems if (p["type"] not in _VALUE_ERRORS) == schema), problems[0])
     param = (
         ".".join(
-            str(part)
-            for part in chosen["loc"]
-            if not isinstance(part, str) or part not in ("str", "list[str]", "int", "float", "bool", "literal[1]")
+            str(part) for part in chosen["loc"] if not isinstance(part, str) or not _TYPE_IN_LOCATION.fullmatch(part)
         )
         or None
     )

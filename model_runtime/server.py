@@ -178,10 +178,10 @@ class Server:
         document = await self._json(request)
         self._admit()
         try:
-            parsed, ids, params = self.dataplane.prepare_completion(document)
+            parsed, choices, params = self.dataplane.prepare_completion(document)
             if parsed.stream:
-                return await self._stream(request, self.dataplane.completion_stream(parsed, ids, params))
-            return web.json_response(await self.dataplane.completion(parsed, ids, params))
+                return await self._stream(request, self.dataplane.completion_stream(parsed, choices, params))
+            return web.json_response(await self.dataplane.completion(parsed, choices, params))
         finally:
             self.dataplane.admission.leave()
 
@@ -189,10 +189,10 @@ class Server:
         document = await self._json(request)
         self._admit()
         try:
-            parsed, ids, params = self.dataplane.prepare_chat(document)
+            parsed, choices, params = self.dataplane.prepare_chat(document)
             if parsed.stream:
-                return await self._stream(request, self.dataplane.chat_stream(parsed, ids, params))
-            return web.json_response(await self.dataplane.chat(parsed, ids, params))
+                return await self._stream(request, self.dataplane.chat_stream(parsed, choices, params))
+            return web.json_response(await self.dataplane.chat(parsed, choices, params))
         finally:
             self.dataplane.admission.leave()
 

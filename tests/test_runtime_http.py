@@ -74,7 +74,11 @@ BAD_REQUESTS = [
     ("too-many-stops", "/v1/completions", {**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("empty-stop", "/v1/completions", {**GOOD, "stop": [""]}, 400, "stop"),
     ("logprobs-too-many", "/v1/completions", {**GOOD, "logprobs": 50}, 400, "logprobs"),
-    ("n-two", "/v1/completions", {**GOOD, "n": 2}, 400, "n"),
+    ("n-over-limit", "/v1/completions", {**GOOD, "n": 17}, 400, "n"),
+    ("choices-over-limit", "/v1/completions", {**GOOD, "prompt": ["a"] * 5, "n": 4}, 400, "20 choices"),
+    ("prompt-empty-list", "/v1/completions", {**GOOD, "prompt": []}, 400, "must not be empty"),
+    ("prompt-token-past-vocab", "/v1/completions", {**GOOD, "prompt": [10**7]}, 400, "token ids must be below"),
+    ("prompt-mixed-list", "/v1/completions", {**GOOD, "prompt": ["a", 5]}, 422, "prompt"),
     ("prompt-too-long", "/v1/completions", {**GOOD, "prompt": "hello world " * 400}, 400, "tokens; the limit"),
     ("unknown-model", "/v1/completions", {**GOOD, "model": "gpt-9"}, 404, "not served here"),
     ("chat-no-messages", "/v1/chat/completions", {**CHAT, "messages": []}, 400, "messages"),
@@ -380,3 +384,53 @@ async def test_sampling_controls_change_what_is_generated(tiny_loaded: Any) -> N
         for narrowing in ({"top_k": 1}, {"min_p": 1.0}):
             sampled = await _complete(client, temperature=1.0, seed=3, **narrowing)
             assert sampled["choices"][0]["text"] == plain["choices"][0]["text"]
+
+
+async def test_n_choices_and_lists_of_prompts(tiny_loaded: Any) -> None:
+    """n choices per prompt, numbered prompt-major as OpenAI does; a prompt as token ids is the same
+    prompt; a seed makes each choice reproducible and the choices differ; usage counts each prompt once."""
+    ids = tiny_loaded.tokenizer.encode("hello world")
+    async with running_app(tiny_loaded) as (client, _):
+        one = await _complete(client)
+        as_ids = await _complete(client, prompt=ids)
+        assert as_ids["choices"][0]["text"] == one["choices"][0]["text"]
+        other = await _complete(client, prompt="other words")
+        both = await _complete(client, prompt=["hello world", "hello world", "other words"], n=2)
+        texts = [c["text"] for c in both["choices"]]
+        assert [c["index"] for c in both["choices"]] == list(range(6))
+        # Greedy: every choice of the same prompt agrees with the prompt asked alone.
+        assert texts == [one["choices"][0]["text"]] * 4 + [other["choices"][0]["text"]] * 2
+        assert both["usage"]["prompt_tokens"] == 2 * one["usage"]["prompt_tokens"] + other["usage"]["prompt_tokens"]
+        assert both["usage"]["completion_tokens"] == (
+            4 * one["usage"]["completion_tokens"] + 2 * other["usage"]["completion_tokens"]
+        )
+        batched_ids = await _complete(client, prompt=[ids, ids])
+        assert [c["text"] for c in batched_ids["choices"]] == [one["choices"][0]["text"]] * 2
+        seeded = await _complete(client, temperature=1.0, seed=11, n=3, max_tokens=8)
+        again = await _complete(client, temperature=1.0, seed=11, n=3, max_tokens=8)
+        samples = [c["text"] for c in seeded["choices"]]
+        assert samples == [c["text"] for c in again["choices"]]
+        assert len(set(samples)) > 1
+        chat = await client.post("/v1/chat/completions", json={**CHAT, "n": 3})
+        document = await chat.json()
+        assert [c["index"] for c in document["choices"]] == [0, 1, 2]
+
+
+async def test_n_choices_stream_interleaved_with_one_usage_chunk(tiny_loaded: Any) -> None:
+    body = {**GOOD, "n": 2, "prompt": ["hello world", "other words"], "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    async with running_app(tiny_loaded) as (client, _):
+        response = await client.post("/v1/completions", json=body)
+        assert response.status == 200
+        raw = (await response.read()).decode()
+        chunks = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
+        finishes = [c["choices"][0]["index"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+        assert sorted(finishes) == [0, 1, 2, 3]
+        assert chunks[-1]["choices"] == []
+        streamed = {
+            i: "".join(c["choices"][0]["text"] for c in chunks if c["choices"] and c["choices"][0]["index"] == i)
+            for i in range(4)
+        }
+        whole = await _complete(client, n=2, prompt=["hello world", "other words"])
+        assert streamed == {c["index"]: c["text"] for c in whole["choices"]}
+        assert chunks[-1]["usage"] == whole["usage"]
