@@ -4,15 +4,11 @@ tokenization and the engine, and nothing about HTTP; the server maps its ApiErro
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
-import struct
 import threading
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -31,7 +27,8 @@ from .errors import (
 )
 from .metrics import RuntimeMetrics
 from .model import LoadedModel
-from .sampling import SEED_RANGE, SamplingParams
+from .responses import Choice, Generated, Shaper, choices_of, finished_usage
+from .sampling import SamplingParams
 from .schemas import MAX_CHOICES, MAX_PROMPTS, ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, classify
 from .settings import RuntimeSettings
 
@@ -57,15 +54,6 @@ def parse(model: type[RequestT], document: Any) -> RequestT:
     if problem:
         raise InvalidRequest(problem, param=problem.split("=", 1)[0].split(" ", 1)[0])
     return parsed
-
-
-@dataclass
-class Generated:
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    logprobs: list[TokenEvent]
 
 
 class Admission:
@@ -109,6 +97,7 @@ class DataPlane:
         self.engine: Engine | None = None
         self._random = random.Random()
         self.created = int(time.time())
+        self.shaper = Shaper(settings.model_name, self._token_text)
 
     def attach(self, loaded: LoadedModel, engine: Engine) -> None:
         self.loaded, self.engine = loaded, engine
@@ -327,61 +316,26 @@ class DataPlane:
                 out.append(list(item))
         return out
 
-    def completion_logprobs(self, tokens: list[TokenEvent]) -> dict[str, Any]:
-        texts = [self._token_text(t.token_id) for t in tokens]
-        offsets, position = [], 0
-        for text in texts:
-            offsets.append(position)
-            position += len(text)
-        return {
-            "tokens": texts,
-            "token_logprobs": [t.logprobs.logprob if t.logprobs else None for t in tokens],
-            "top_logprobs": [
-                {self._token_text(i): v for i, v in t.logprobs.top} if t.logprobs else None for t in tokens
-            ],
-            "text_offset": offsets,
-        }
-
     async def completion(
         self, request: CompletionRequest, choices: list[Choice], params: SamplingParams
     ) -> dict[str, Any]:
         await self._faults()
-        results = await self._collect_all(choices)
-        shaped = []
-        for choice, result in zip(choices, results, strict=True):
-            answer: dict[str, Any] = {
-                "index": choice.index,
-                "text": result.text,
-                "finish_reason": result.finish_reason,
-                "logprobs": None,
-            }
-            if request.logprobs is not None:
-                answer["logprobs"] = self.completion_logprobs(result.logprobs)
-            shaped.append(answer)
-        return self._envelope("cmpl", "text_completion", shaped, choices, results)
+        return self.shaper.completion(request, choices, await self._collect_all(choices))
 
     async def completion_stream(
         self, request: CompletionRequest, choices: list[Choice], params: SamplingParams
     ) -> AsyncGenerator[dict[str, Any], None]:
         await self._faults()
-        ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        base = {"id": ident, "object": "text_completion", "created": created, "model": self.settings.model_name}
+        base = self.shaper.stream_base("cmpl", "text_completion")
         ends: dict[int, Finished] = {}
         async for index, event in self._merged(choices):
-            if isinstance(event, TokenEvent):
-                if not event.text and event.token_id < 0:
-                    continue
-                answer: dict[str, Any] = {"index": index, "text": event.text, "finish_reason": None, "logprobs": None}
-                if request.logprobs is not None and event.token_id >= 0:
-                    answer["logprobs"] = self.completion_logprobs([event])
-                yield base | {"choices": [answer]}
-            else:
+            if isinstance(event, Finished):
                 ends[index] = event
-                yield base | {
-                    "choices": [{"index": index, "text": "", "finish_reason": event.finish_reason, "logprobs": None}]
-                }
+            chunk = self.shaper.completion_chunk(request, base, index, event)
+            if chunk is not None:
+                yield chunk
         if request.include_usage:  # vLLM's convention: a last chunk with no choices, only usage
-            yield base | {"choices": [], "usage": _finished_usage(choices, ends)}
+            yield base | {"choices": [], "usage": finished_usage(choices, ends)}
 
     # ---- /v1/chat/completions -----------------------------------------------------------------------
     def prepare_chat(self, document: Any) -> tuple[ChatRequest, list[Choice], SamplingParams]:
@@ -410,77 +364,27 @@ class DataPlane:
         params = self._sampling(request, max_new, top)
         return request, choices_of([ids], params, request.n), params
 
-    def chat_logprobs(self, tokens: list[TokenEvent]) -> dict[str, Any]:
-        content = []
-        for token in tokens:
-            if token.logprobs is None:
-                continue
-            content.append(
-                {
-                    "token": self._token_text(token.token_id),
-                    "logprob": token.logprobs.logprob,
-                    "top_logprobs": [{"token": self._token_text(i), "logprob": v} for i, v in token.logprobs.top],
-                }
-            )
-        return {"content": content}
-
     async def chat(self, request: ChatRequest, choices: list[Choice], params: SamplingParams) -> dict[str, Any]:
         await self._faults()
-        results = await self._collect_all(choices)
-        shaped = []
-        for choice, result in zip(choices, results, strict=True):
-            answer: dict[str, Any] = {
-                "index": choice.index,
-                "message": {"role": "assistant", "content": result.text},
-                "finish_reason": result.finish_reason,
-                "logprobs": None,
-            }
-            if request.logprobs:
-                answer["logprobs"] = self.chat_logprobs(result.logprobs)
-            shaped.append(answer)
-        return self._envelope("chatcmpl", "chat.completion", shaped, choices, results)
-
-    def _envelope(
-        self, prefix: str, kind: str, shaped: list[dict[str, Any]], choices: list[Choice], results: list[Generated]
-    ) -> dict[str, Any]:
-        prompt_tokens = sum(r.prompt_tokens for c, r in zip(choices, results, strict=True) if c.first_of_prompt)
-        completion_tokens = sum(r.completion_tokens for r in results)
-        return {
-            "id": f"{prefix}-{uuid.uuid4().hex}",
-            "object": kind,
-            "created": int(time.time()),
-            "model": self.settings.model_name,
-            "choices": shaped,
-            "usage": _usage_of(prompt_tokens, completion_tokens),
-        }
+        return self.shaper.chat(request, choices, await self._collect_all(choices))
 
     async def chat_stream(
         self, request: ChatRequest, choices: list[Choice], params: SamplingParams
     ) -> AsyncGenerator[dict[str, Any], None]:
         await self._faults()
-        ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": self.settings.model_name}
+        base = self.shaper.stream_base("chatcmpl", "chat.completion.chunk")
         started: set[int] = set()
         ends: dict[int, Finished] = {}
         async for index, event in self._merged(choices):
-            if isinstance(event, TokenEvent):
-                if not event.text and event.token_id < 0:
-                    continue
-                delta: dict[str, Any] = {"content": event.text}
-                if index not in started:
-                    delta["role"] = "assistant"
-                    started.add(index)
-                answer: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": None, "logprobs": None}
-                if request.logprobs and event.token_id >= 0:
-                    answer["logprobs"] = self.chat_logprobs([event])
-                yield base | {"choices": [answer]}
-            else:
+            if isinstance(event, Finished):
                 ends[index] = event
-                yield base | {
-                    "choices": [{"index": index, "delta": {}, "finish_reason": event.finish_reason, "logprobs": None}]
-                }
+            chunk = self.shaper.chat_chunk(request, base, index, event, first=index not in started)
+            if chunk is not None:
+                if isinstance(event, TokenEvent):
+                    started.add(index)
+                yield chunk
         if request.include_usage:
-            yield base | {"choices": [], "usage": _finished_usage(choices, ends)}
+            yield base | {"choices": [], "usage": finished_usage(choices, ends)}
 
     # ---- /v1/embeddings -----------------------------------------------------------------------------
     async def embeddings(self, document: Any) -> dict[str, Any]:
@@ -516,15 +420,7 @@ class DataPlane:
         width = len(work.result[0]) if work.result else 0
         if request.dimensions is not None and request.dimensions != width:
             raise InvalidRequest(f"this model's embeddings have {width} dimensions", param="dimensions")
-        encode = encode_embedding if request.encoding_format == "base64" else (lambda vector: vector)
-        return {
-            "object": "list",
-            "model": self.settings.model_name,
-            "data": [
-                {"object": "embedding", "index": i, "embedding": encode(vector)} for i, vector in enumerate(work.result)
-            ],
-            "usage": {"prompt_tokens": finished.prompt_tokens, "total_tokens": finished.prompt_tokens},
-        }
+        return self.shaper.embeddings(work.result, finished.prompt_tokens, request.encoding_format == "base64")
 
     def models(self) -> dict[str, Any]:
         return {
@@ -548,46 +444,3 @@ def _settle(future: asyncio.Future[Finished], event: object) -> None:
         future.set_exception(event)
     elif isinstance(event, Finished):
         future.set_result(event)
-
-
-def encode_embedding(vector: list[float]) -> str:
-    """OpenAI's base64 encoding of an embedding: little-endian float32 bytes."""
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-
-
-def _usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def _finished_usage(choices: list[Choice], ends: dict[int, Finished]) -> dict[str, int]:
-    """A request's usage: each prompt's tokens once, however many choices it had, and every choice's output."""
-    prompt = sum(ends[c.index].prompt_tokens for c in choices if c.first_of_prompt and c.index in ends)
-    return _usage_of(prompt, sum(end.completion_tokens for end in ends.values()))
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One answer the request asked for: prompt p's j-th sample has index p * n + j, as OpenAI numbers them."""
-
-    index: int
-    prompt_ids: list[int]
-    params: SamplingParams
-    first_of_prompt: bool
-
-
-def choices_of(prompts: list[list[int]], params: SamplingParams, n: int) -> list[Choice]:
-    """n choices per prompt. With a seed, sample j is seeded seed + j (seed - j at the top of the range), so
-    the choices differ and each one is reproducible."""
-    out = []
-    for p, ids in enumerate(prompts):
-        for j in range(n):
-            seeded = params
-            if params.seed is not None and j:
-                seed = params.seed + j if params.seed + j <= SEED_RANGE[1] else params.seed - j
-                seeded = replace(params, seed=seed)
-            out.append(Choice(p * n + j, ids, seeded, j == 0))
-    return out
