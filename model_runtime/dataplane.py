@@ -4,11 +4,12 @@ tokenization and the engine, and nothing about HTTP; the server maps its ApiErro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -84,6 +85,15 @@ class Admission:
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.idle.set()
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """A request's time in flight: refused (429/503) on entry, counted until it is answered."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
 
 
 class DataPlane:

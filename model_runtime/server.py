@@ -150,9 +150,6 @@ class Server:
             raise InvalidRequest("the request body is empty; send a JSON object")
         return parse_json(body)
 
-    def _admit(self) -> None:
-        self.dataplane.admission.enter()
-
     async def _stream(self, request: web.Request, chunks: AsyncGenerator[dict[str, Any], None]) -> web.StreamResponse:
         """Server-sent events; an error after the first byte becomes an `error` event, then [DONE]."""
         response = web.StreamResponse(
@@ -176,33 +173,24 @@ class Server:
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         document = await self._json(request)
-        self._admit()
-        try:
+        with self.dataplane.admission.admitted():
             parsed, choices, params = self.dataplane.prepare_completion(document)
             if parsed.stream:
                 return await self._stream(request, self.dataplane.completion_stream(parsed, choices, params))
             return web.json_response(await self.dataplane.completion(parsed, choices, params))
-        finally:
-            self.dataplane.admission.leave()
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         document = await self._json(request)
-        self._admit()
-        try:
+        with self.dataplane.admission.admitted():
             parsed, choices, params = self.dataplane.prepare_chat(document)
             if parsed.stream:
                 return await self._stream(request, self.dataplane.chat_stream(parsed, choices, params))
             return web.json_response(await self.dataplane.chat(parsed, choices, params))
-        finally:
-            self.dataplane.admission.leave()
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         document = await self._json(request)
-        self._admit()
-        try:
+        with self.dataplane.admission.admitted():
             return web.json_response(await self.dataplane.embeddings(document))
-        finally:
-            self.dataplane.admission.leave()
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.dataplane.models())
