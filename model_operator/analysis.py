@@ -332,6 +332,11 @@ def slowest_comparison(stable: TrackSample, canary: TrackSample) -> SlowRequests
     return SlowRequests(len(bounds), total / len(bounds), best)
 
 
+def allowed_p99(stable_p99: float, limits: Thresholds) -> float:
+    """The canary P99 stable's allows: maxLatencyRatio times it, and never less than the noise floor above."""
+    return max(stable_p99 * limits.max_latency_ratio, stable_p99 + limits.latency_noise_floor_seconds)
+
+
 def judge_latency(
     stable: TrackSample, canary: TrackSample, criteria: Criteria, alpha: float, carried: Mapping[str, float]
 ) -> tuple[MetricResult, Evidence]:
@@ -388,7 +393,7 @@ def judge_latency(
                 }
             ), evidence
         if p_s is not None:
-            allowed = max(p_s * limits.max_latency_ratio, p_s + limits.latency_noise_floor_seconds)
+            allowed = allowed_p99(p_s, limits)
             if p_c > allowed:
                 return result.model_copy(
                     update={
@@ -403,7 +408,7 @@ def judge_latency(
         return result.model_copy(update={"reason": "a P99 passes only with minRequests on both tracks"}), evidence
     if p_s is None:
         return result.model_copy(update={"reason": "no latency histogram for stable"}), evidence
-    allowed = max(p_s * limits.max_latency_ratio, p_s + limits.latency_noise_floor_seconds)
+    allowed = allowed_p99(p_s, limits)
     if p_c > allowed and suggestive(slower, alpha):
         return result.model_copy(
             update={

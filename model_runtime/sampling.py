@@ -153,7 +153,7 @@ def choose(
         if history is not None:
             row_logits = shape_logits(row_logits, param, history)
         if param.greedy:
-            if row_logits is not logits[row]:
+            if history is not None:  # shaped: the argmax of the whole batch no longer holds for this row
                 chosen[row] = torch.argmax(row_logits)
             continue
         if not (math.isfinite(param.temperature) and math.isfinite(param.top_p)):
