@@ -141,19 +141,19 @@ BAD_SPECS = [
         "step-pause-garbage",
         with_changes(rollout__steps=[{"weight": 10, "pause": "soon"}]),
         "spec.rollout.steps[0].pause",
-        "String should match",
+        "must be a duration such as",
     ),
     (
         "step-pause-negative",
         with_changes(rollout__steps=[{"weight": 10, "pause": "-5s"}]),
         "spec.rollout.steps[0].pause",
-        "String should match",
+        "must be a duration such as",
     ),
     (
         "interval-no-unit",
         with_changes(rollout__analysis={"interval": "10"}),
         "spec.rollout.analysis.interval",
-        "String should match",
+        "must be a duration such as",
     ),
     (
         "interval-under-a-second",
@@ -169,9 +169,27 @@ BAD_SPECS = [
     ),
     (
         "no-data-timeout-zero",
-        with_changes(rollout__analysis={"noDataTimeout": "0.0000000001s"}),
+        with_changes(rollout__analysis={"noDataTimeout": "0.000000001s"}),
         "spec.rollout.analysis.noDataTimeout",
         "at least 1s",
+    ),
+    (
+        "no-data-timeout-below-a-nanosecond",
+        with_changes(rollout__analysis={"noDataTimeout": "0.0000000001s"}),
+        "spec.rollout.analysis.noDataTimeout",
+        "must be a duration such as",
+    ),
+    (
+        "pause-beyond-go-durations",
+        with_changes(rollout__steps=[{"weight": 10, "pause": "2562048h"}]),
+        "spec.rollout.steps[0].pause",
+        "at most 4 parts, each number at most 5 digits",
+    ),
+    (
+        "interval-many-parts",
+        with_changes(rollout__analysis={"interval": "1h1h1h1h1h"}),
+        "spec.rollout.analysis.interval",
+        "must be a duration such as",
     ),
     (
         "min-requests-zero",
@@ -220,6 +238,59 @@ BAD_SPECS = [
         with_changes(rollout__analysis={"prometheusUrl": "prometheus:9090"}),
         "spec.rollout.analysis.prometheusUrl",
         "String should match",
+    ),
+    (
+        "prometheus-url-trailing-newline",
+        with_changes(rollout__analysis={"prometheusUrl": "http://prometheus:9090\n"}),
+        "spec.rollout.analysis.prometheusUrl",
+        "String should match",
+    ),
+    (
+        "prometheus-url-no-host",
+        with_changes(rollout__analysis={"prometheusUrl": "http:///api"}),
+        "spec.rollout.analysis.prometheusUrl",
+        "String should match",
+    ),
+    (
+        "cpu-not-a-quantity",
+        with_changes(runtime__resources={"limits": {"cpu": "lots"}}),
+        "spec.runtime.resources.limits.cpu",
+        "is not a quantity",
+    ),
+    (
+        "memory-negative",
+        with_changes(runtime__resources={"requests": {"memory": -1}}),
+        "spec.runtime.resources.requests.memory",
+        "is not a quantity",
+    ),
+    (
+        "min-requests-text",
+        with_changes(rollout__analysis={"minRequests": "5"}),
+        "spec.rollout.analysis.minRequests",
+        "valid integer",
+    ),
+    ("weight-text", with_changes(rollout__steps=[{"weight": "10"}]), "spec.rollout.steps[0].weight", "valid integer"),
+    (
+        "weight-fraction",
+        with_changes(rollout__steps=[{"weight": 10.5}]),
+        "spec.rollout.steps[0].weight",
+        "valid integer",
+    ),
+    ("mirror-text", with_changes(traffic__mirrorPercent="5"), "spec.traffic.mirrorPercent", "valid number"),
+    ("paused-text-true", with_changes(paused="true"), "spec.paused", "valid boolean"),
+    ("paused-one", with_changes(paused=1), "spec.paused", "valid boolean"),
+    ("replicas-bool", with_changes(runtime__replicas=True), "spec.runtime.replicas", "valid integer"),
+    (
+        "min-requests-beyond-int64",
+        with_changes(rollout__analysis={"minRequests": 2**63}),
+        "spec.rollout.analysis.minRequests",
+        "less than or equal to 1000000000",
+    ),
+    (
+        "toleration-seconds-beyond-int64",
+        with_changes(runtime__tolerations=[{"key": "k", "effect": "NoExecute", "tolerationSeconds": 10**38}]),
+        "spec.runtime.tolerations[0].tolerationSeconds",
+        "does not fit in a 64-bit integer",
     ),
     (
         "deadline-zero",
@@ -319,3 +390,74 @@ def test_parse_duration_rejects(text: str) -> None:
 def test_format_duration_round_trips(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
     assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
+
+
+def test_whole_numbers_count_as_integers_as_in_the_api_server() -> None:
+    spec = parse_spec(
+        with_changes(
+            runtime__replicas=2.0,
+            rollout__steps=[{"weight": 1e1}],
+            runtime__tolerations=[{"key": "k", "effect": "NoExecute", "tolerationSeconds": 30.0}],
+        )
+    )
+    assert (spec.runtime.replicas, spec.rollout.steps[0].weight) == (2, 10)
+    assert type(spec.runtime.replicas) is int
+    assert spec.runtime.tolerations[0].toleration_seconds == 30
+
+
+def test_integers_count_as_numbers() -> None:
+    assert parse_spec(with_changes(traffic__mirrorPercent=5)).traffic.mirror_percent == 5.0
+
+
+@pytest.mark.parametrize("quantity", ["500m", "2", "1.5", "8Gi", "128974848", "129e6", "123Mi", ".5", 2, 0, 4.0])
+def test_quantities_kubernetes_accepts(quantity: object) -> None:
+    spec = parse_spec(with_changes(runtime__resources={"limits": {"cpu": quantity}}))
+    assert spec.runtime.resources.limits["cpu"] == quantity
+
+
+@pytest.mark.parametrize("quantity", ["lots", "-1", "1.5.5", "8 Gi", "8GiB", "1e", "", True, 1.5])
+def test_quantities_kubernetes_refuses(quantity: object) -> None:
+    with pytest.raises(InvalidSpecError, match=r"spec\.runtime\.resources\.limits\.cpu"):
+        parse_spec(with_changes(runtime__resources={"limits": {"cpu": quantity}}))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://prometheus:9090", "https://prom.example.com/api/prefix", "http://10.0.0.1:9090/?x=1", "http://u@h:1"],
+)
+def test_prometheus_urls_with_a_host(url: str) -> None:
+    assert parse_spec(with_changes(rollout__analysis={"prometheusUrl": url})).rollout.analysis.prometheus_url == url
+
+
+@pytest.mark.parametrize("url", ["http://", "http://a b", "http://host/\tpath", " http://host", "ftp://host"])
+def test_prometheus_urls_refused(url: str) -> None:
+    with pytest.raises(InvalidSpecError, match="prometheusUrl"):
+        parse_spec(with_changes(rollout__analysis={"prometheusUrl": url}))
+
+
+@pytest.mark.parametrize(
+    ("text", "nanoseconds"),
+    [
+        ("1s", 10**9),
+        ("999.999999999ms", 999_999_999),  # Go truncates the sub-nanosecond part
+        ("0.999999999s", 999_999_999),
+        ("300ms700ms", 10**9),
+        ("1.5h", 5400 * 10**9),
+        ("99999h99999h99999h99999h", 4 * 99999 * 3600 * 10**9),
+    ],
+)
+def test_duration_nanoseconds_as_go_parses_them(text: str, nanoseconds: int) -> None:
+    from model_operator.api.durations import duration_nanoseconds
+
+    assert duration_nanoseconds(text) == nanoseconds
+    assert duration_nanoseconds(text) < 2**63  # inside Go's duration range, whatever the grammar allows
+
+
+@pytest.mark.parametrize(("interval", "accepted"), [("1s", True), ("1000ms", True), ("999.999999999ms", False)])
+def test_interval_floor_is_exact(interval: str, accepted: bool) -> None:
+    spec = with_changes(rollout__analysis={"interval": interval})
+    if accepted:
+        parse_spec(spec)
+    else:
+        with pytest.raises(InvalidSpecError, match="interval must be at least 1s"):
+            parse_spec(spec)

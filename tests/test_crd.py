@@ -76,6 +76,7 @@ def _rules() -> list[str]:
         "uri must use one of the schemes pvc://, file:// or hf://",
         "interval must be at least 1s (each look queries Prometheus)",
         "noDataTimeout must be at least 1s",
+        "pause must be a duration such as 500ms, 30s, 1m30s or 2h (at most 4 parts, each number at most 5 digits)",
         "traffic.gateway is required when traffic.mode is gatewayAPI",
     ],
 )
@@ -101,6 +102,18 @@ OPENAPI_CATCHES = [
         "interval-under-a-second",
         "interval-zero",
         "no-data-timeout-zero",
+        # Durations are shaped by CEL too, so that the API server's messages are the models' own.
+        "step-pause-garbage",
+        "step-pause-negative",
+        "interval-no-unit",
+        "no-data-timeout-below-a-nanosecond",
+        "pause-beyond-go-durations",
+        "interval-many-parts",
+        # Python's `re` lets `$` match before a trailing newline; the API server's RE2 (like pydantic's
+        # engine) does not. The e2e agreement test sends this one to the real API server.
+        "prometheus-url-trailing-newline",
+        # Integers beyond int64 are refused by the API server's JSON decoding, not by a schema bound.
+        "toleration-seconds-beyond-int64",
         # Unknown fields are pruned (or refused by kubectl's strict field validation), not schema errors.
         "model-unknown-field",
         "runtime-unknown-field",

@@ -1,11 +1,15 @@
-"""The base every API model shares: camelCase on the wire, unknown fields refused, docstrings as docs."""
+"""The base every API model shares: camelCase on the wire, unknown fields refused, docstrings as docs,
+and no type coercion the API server would refuse."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -21,6 +25,30 @@ def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
+def whole_number(value: Any) -> Any:
+    # The API server's schema validation takes a JSON number with no fraction (5.0, 1e3) as an integer
+    # and stores it as one; strict mode alone would refuse what the API server accepted.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(whole_number)]
+"""An integer as the API server's schema reads one: whole floats count, booleans and strings do not."""
+
+
+def int64(value: int) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{value} does not fit in a 64-bit integer")
+    return value
+
+
+# Not a schema minimum/maximum: the API server keeps those as float64, where 2**63-1 rounds beyond int64
+# and breaks the CRD. The API server's JSON decoding refuses integers outside int64 by itself.
+Int64 = Annotated[int, BeforeValidator(whole_number), AfterValidator(int64)]
+"""An integer field the Kubernetes API stores as int64."""
+
+
 class ApiModel(BaseModel):
     """A part of the ModelDeployment resource."""
 
@@ -30,6 +58,9 @@ class ApiModel(BaseModel):
         extra="forbid",
         frozen=True,
         use_attribute_docstrings=True,
+        # The API server refuses "5" for an integer and "true" for a boolean; so must the operator, or
+        # the two would disagree on what a spec means.
+        strict=True,
     )
 
     def to_api(self) -> dict[str, Any]:

@@ -82,7 +82,11 @@ def _collapse_union(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any
         return _merge(options[0], rest)
     types = {o.get("type") for o in options}
     if types == {"integer", "string"}:
-        return _merge({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}, rest)
+        # Like controller-gen's resource.Quantity: the members' own bounds move to the node, where the API
+        # server applies numeric ones to integers and `pattern` to strings.
+        bounds = {k: v for o in options for k, v in o.items() if k != "type"}
+        int_or_string = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
+        return _merge(int_or_string | bounds, rest)
     raise ValueError(f"no structural form for the union {node['anyOf']}")
 
 

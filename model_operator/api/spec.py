@@ -7,23 +7,51 @@ refuse the same specs with the same words.
 
 from __future__ import annotations
 
+import re
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
-from .base import ApiModel, cel, cel_rules
-from .durations import DURATION_PATTERN, parse_duration
+from .base import INT64_MAX, ApiModel, Int64, Integer, cel, cel_rules, whole_number
+from .durations import DURATION_MAX_LENGTH, DurationRules, duration_nanoseconds
 
 URI_SCHEMES = ("pvc", "file", "hf")
-URI_PATTERN = r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.+|hf://[^/@\s]+/[^/@\s]+(@[^@\s]+)?)$"
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+# Whitespace spelled out: `\s` is Unicode-aware in pydantic's regex engine and ASCII-only in the API
+# server's, and the two must refuse the same values.
+_NOT_SPACE = r"\t\n\f\r "
+URI_PATTERN = (
+    rf"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.+"
+    rf"|hf://[^/@{_NOT_SPACE}]+/[^/@{_NOT_SPACE}]+(@[^@{_NOT_SPACE}]+)?)$"
+)
+# An http(s) URL with a host and no whitespace anywhere (a pasted trailing newline is the usual fault).
+HTTP_URL_PATTERN = rf"^https?://[^/?#@{_NOT_SPACE}]+(@[^/?#@{_NOT_SPACE}]+)?([/?#][^{_NOT_SPACE}]*)?$"
+# A resource quantity as Kubernetes writes one (the pattern controller-gen emits for resource.Quantity),
+# without a sign: a Pod refuses negative requests and limits.
+QUANTITY_PATTERN = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+QUANTITY_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": QUANTITY_PATTERN}]}
 
-POSITIVE_DURATION = "duration(self) > duration('0s')"
+
+def _quantity(value: Any) -> Any:
+    value = whole_number(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX:
+        return value
+    if isinstance(value, str) and re.fullmatch(QUANTITY_PATTERN, value):
+        return value
+    raise ValueError(f"{value!r} is not a quantity such as 500m, 2, 1.5 or 8Gi (and not negative)")
+
+
+Quantity = Annotated[int | str, BeforeValidator(_quantity), WithJsonSchema(QUANTITY_SCHEMA)]
+
 # Each analysis queries Prometheus and each look reconciles: below a second an interval (or a blind
 # timeout) only hammers both and decides nothing sooner, since Prometheus scrapes every few seconds.
-MIN_ANALYSIS_SECONDS = 1.0
-AT_LEAST_A_SECOND = "duration(self) >= duration('1s')"
+# A pause of 0s is fine: the step then lasts until both tracks have `minRequests`, and the operator
+# floors every requeue (rollout.MIN_REQUEUE_SECONDS).
+PAUSE = DurationRules("pause")
+INTERVAL = DurationRules("interval", "1s", "each look queries Prometheus")
+NO_DATA_TIMEOUT = DurationRules("noDataTimeout", "1s")
 
 
 class ModelSource(ApiModel):
@@ -65,23 +93,23 @@ class ModelSource(ApiModel):
 class Batching(ApiModel):
     """Dynamic batching: requests that arrive close together run through the model as one batch."""
 
-    max_batch_size: int = Field(default=16, ge=1, le=256)
+    max_batch_size: Integer = Field(default=16, ge=1, le=256)
     """Most sequences decoded together in one forward pass."""
 
-    max_batch_wait_ms: int = Field(default=5, ge=0, le=1000)
+    max_batch_wait_ms: Integer = Field(default=5, ge=0, le=1000)
     """How long the first queued request may wait for others to join its batch, in milliseconds."""
 
 
 class Limits(ApiModel):
     """What one request may ask for; anything beyond is refused with a clear error."""
 
-    max_input_tokens: int = Field(default=2048, ge=1, le=1_048_576)
+    max_input_tokens: Integer = Field(default=2048, ge=1, le=1_048_576)
     """Most prompt tokens a request may carry."""
 
-    max_new_tokens: int = Field(default=512, ge=1, le=1_048_576)
+    max_new_tokens: Integer = Field(default=512, ge=1, le=1_048_576)
     """Cap on `max_tokens` a request may ask for."""
 
-    max_concurrent_requests: int = Field(default=64, ge=1, le=100_000)
+    max_concurrent_requests: Integer = Field(default=64, ge=1, le=100_000)
     """Requests a pod holds at once (running and queued); more get 429."""
 
     request_timeout_seconds: float = Field(default=60, gt=0, le=3600)
@@ -95,10 +123,10 @@ class Limits(ApiModel):
 class ResourceRequirements(ApiModel):
     """Compute resources of each model container, as in a Pod spec."""
 
-    limits: dict[str, int | str] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
     """Most of each resource a container may use, e.g. `{cpu: "2", memory: 8Gi}`."""
 
-    requests: dict[str, int | str] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict)
     """Resources the scheduler reserves for each container."""
 
 
@@ -117,7 +145,7 @@ class Toleration(ApiModel):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """The taint effect to match; empty means all effects."""
 
-    toleration_seconds: int | None = None
+    toleration_seconds: Int64 | None = None
     """For `NoExecute`: how long the pod stays bound after the taint appears."""
 
 
@@ -150,10 +178,10 @@ class Runtime(ApiModel):
     image: str | None = None
     """The runtime image; the operator's default when unset."""
 
-    replicas: int = Field(default=1, ge=1, le=1000)
+    replicas: Integer = Field(default=1, ge=1, le=1000)
     """Pods per revision. Changing it scales the stable revision in place; it does not start a rollout."""
 
-    gpus: int = Field(default=0, ge=0, le=16)
+    gpus: Integer = Field(default=0, ge=0, le=16)
     """GPUs per pod (`nvidia.com/gpu` limit and toleration); 0 runs on CPU."""
 
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
@@ -226,7 +254,7 @@ class Traffic(ApiModel):
     sticky_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$", max_length=128)
     """A request header whose value keeps a client on one track for the whole rollout (router mode)."""
 
-    router_replicas: int = Field(default=1, ge=1, le=100)
+    router_replicas: Integer = Field(default=1, ge=1, le=100)
     """Router pods (router mode)."""
 
     gateway: Gateway | None = None
@@ -242,17 +270,17 @@ class Traffic(ApiModel):
 class Step(ApiModel):
     """One canary step: send `weight` percent to the canary, judge it for at least `pause`."""
 
-    weight: int = Field(gt=0, lt=100)
+    weight: Integer = Field(gt=0, lt=100)
     """Percent of traffic the canary receives during the step, strictly between 0 and 100."""
 
-    pause: Duration = Field(
-        default="30s",
-        json_schema_extra=cel_rules(
-            cel("duration(self) >= duration('0s')", "pause must not be negative"),
-        ),
-    )
+    pause: str = Field(default="30s", max_length=DURATION_MAX_LENGTH, json_schema_extra=PAUSE.schema())
     """How long the step lasts at least, e.g. `30s`; the step passes only when the analysis also has
     `minRequests` on both tracks."""
+
+    @field_validator("pause")
+    @classmethod
+    def _pause_is_a_duration(cls, value: str) -> str:
+        return PAUSE.check(value)
 
 
 class Thresholds(ApiModel):
@@ -282,15 +310,10 @@ class Thresholds(ApiModel):
 class Analysis(ApiModel):
     """How a canary is judged from Prometheus."""
 
-    interval: Duration = Field(
-        default="10s",
-        json_schema_extra=cel_rules(
-            cel(AT_LEAST_A_SECOND, "interval must be at least 1s (each look queries Prometheus)"),
-        ),
-    )
+    interval: str = Field(default="10s", max_length=DURATION_MAX_LENGTH, json_schema_extra=INTERVAL.schema())
     """How often the analysis queries Prometheus."""
 
-    min_requests: int = Field(default=200, ge=1)
+    min_requests: Integer = Field(default=200, ge=1, le=1_000_000_000)
     """Requests each track must have served during a step before the step may pass."""
 
     confidence: float = Field(default=0.99, gt=0.5, lt=1)
@@ -302,26 +325,23 @@ class Analysis(ApiModel):
     on_no_data: Literal["pause", "rollback"] = "pause"
     """What to do once Prometheus has been unreachable or empty for `noDataTimeout`."""
 
-    no_data_timeout: Duration = Field(
-        default="10m",
-        json_schema_extra=cel_rules(
-            cel(AT_LEAST_A_SECOND, "noDataTimeout must be at least 1s"),
-        ),
+    no_data_timeout: str = Field(
+        default="10m", max_length=DURATION_MAX_LENGTH, json_schema_extra=NO_DATA_TIMEOUT.schema()
     )
     """How long the rollout holds its weight while blind before `onNoData` applies."""
 
-    prometheus_url: str | None = Field(default=None, pattern=r"^https?://")
-    """The Prometheus to query; the operator's default when unset."""
+    prometheus_url: str | None = Field(default=None, pattern=HTTP_URL_PATTERN, max_length=2048)
+    """The Prometheus to query, `http(s)://HOST[:PORT][/PATH]`; the operator's default when unset."""
 
-    @field_validator("interval", "no_data_timeout")
+    @field_validator("interval")
     @classmethod
-    def _at_least_a_second(cls, value: str, info: ValidationInfo) -> str:
-        if parse_duration(value) < MIN_ANALYSIS_SECONDS:
-            name = "interval" if info.field_name == "interval" else "noDataTimeout"
-            raise ValueError(
-                f"{name} must be at least 1s" + (" (each look queries Prometheus)" if name == "interval" else "")
-            )
-        return value
+    def _interval_is_a_duration(cls, value: str) -> str:
+        return INTERVAL.check(value)
+
+    @field_validator("no_data_timeout")
+    @classmethod
+    def _no_data_timeout_is_a_duration(cls, value: str) -> str:
+        return NO_DATA_TIMEOUT.check(value)
 
 
 DEFAULT_STEPS = (Step(weight=10, pause="30s"), Step(weight=50, pause="60s"))
@@ -346,11 +366,11 @@ class Rollout(ApiModel):
     analysis: Analysis = Field(default_factory=Analysis)
     """How each step is judged."""
 
-    progress_deadline_seconds: int = Field(default=600, ge=1, le=86_400)
+    progress_deadline_seconds: Integer = Field(default=600, ge=1, le=86_400)
     """A canary not Ready this many seconds after it was created is rolled back, with or without
     Prometheus."""
 
-    abort_scale_down_delay_seconds: int = Field(default=300, ge=0, le=86_400)
+    abort_scale_down_delay_seconds: Integer = Field(default=300, ge=0, le=86_400)
     """How long a rolled-back canary stays (at weight 0) for inspection before it is scaled down."""
 
     @field_validator("steps")
@@ -389,12 +409,20 @@ OPERATOR_ENV = frozenset(
 )
 
 
+# The ends of the messages of the rules only the operator checks (condition InvalidSpec): everything else
+# the models refuse, the API server refuses too (e2e/test_spec_agreement.py holds both to it).
+OWNED_ENV = "is set by the operator; remove it"
+GIVES_UP_BLIND = "the rollout would give up before a second look"
+OPERATOR_ONLY_RULES = (OWNED_ENV, GIVES_UP_BLIND)
+
+
 class ModelDeploymentSpec(ApiModel):
     """The desired state of a ModelDeployment.
 
     Beyond what the CRD's schema and CEL rules check, the operator refuses (condition InvalidSpec) a spec
     that sets environment variables it owns, and an analysis whose noDataTimeout is shorter than its
-    interval."""
+    interval. Values are read as the API server reads them: `"5"` is not an integer nor `1` a boolean, and
+    a whole number such as `5.0` is an integer."""
 
     model: ModelSource
     """The model to serve."""
@@ -415,12 +443,11 @@ class ModelDeploymentSpec(ApiModel):
     def _operator_judged(self) -> ModelDeploymentSpec:
         for index, variable in enumerate(self.runtime.env):
             if variable.name in OPERATOR_ENV:
-                raise ValueError(f"runtime.env[{index}]: {variable.name} is set by the operator; remove it")
+                raise ValueError(f"runtime.env[{index}]: {variable.name} {OWNED_ENV}")
         analysis = self.rollout.analysis
-        if parse_duration(analysis.no_data_timeout) < parse_duration(analysis.interval):
+        if duration_nanoseconds(analysis.no_data_timeout) < duration_nanoseconds(analysis.interval):
             raise ValueError(
                 f"rollout.analysis.noDataTimeout ({analysis.no_data_timeout}) is shorter than "
-                f"rollout.analysis.interval ({analysis.interval}): the rollout would give up "
-                "before a second look"
+                f"rollout.analysis.interval ({analysis.interval}): {GIVES_UP_BLIND}"
             )
         return self

@@ -41,7 +41,8 @@ class HistoryResult(StrEnum):
 
 
 class StatusModel(ApiModel):
-    model_config = ConfigDict(extra="ignore")
+    # Status is written by the operator itself (timestamps arrive as strings): read it leniently.
+    model_config = ConfigDict(extra="ignore", strict=False)
 
 
 class MetricResult(StatusModel):
