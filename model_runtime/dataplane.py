@@ -26,6 +26,7 @@ from .errors import (
     SchemaError,
     Timeout,
 )
+from .grammar import GrammarError, Grammars
 from .metrics import RuntimeMetrics
 from .model import LoadedModel
 from .responses import Choice, Generated, Shaper, choices_of, finished_usage
@@ -50,10 +51,6 @@ def parse(model: type[RequestT], document: Any) -> RequestT:
     unknown = sorted(set(document) - set(model.model_fields))
     if unknown and log.isEnabledFor(logging.DEBUG):
         log.debug("ignored unknown request fields: %s", ", ".join(str(name)[:40] for name in unknown[:20]))
-    unsupported = getattr(parsed, "unsupported", None)
-    problem = unsupported() if callable(unsupported) else None
-    if problem:
-        raise InvalidRequest(problem, param=problem.split("=", 1)[0].split(" ", 1)[0])
     return parsed
 
 
@@ -104,6 +101,7 @@ class DataPlane:
         metrics.bind_running(lambda: self.admission.in_flight)
         self.drift = DriftMonitor(settings.drift_window)
         self.loaded: LoadedModel | None = None
+        self._grammars: Grammars | None = None
         self.engine: Engine | None = None
         self._random = random.Random()
         self.created = int(time.time())
@@ -173,6 +171,7 @@ class DataPlane:
                 f"min_tokens ({request.min_tokens}) must be at most max_tokens ({max_new})", param="min_tokens"
             )
         return SamplingParams(
+            grammar=self._grammar(request),
             max_new_tokens=max_new,
             temperature=request.temperature,
             top_p=request.top_p,
@@ -189,6 +188,21 @@ class DataPlane:
             min_tokens=request.min_tokens,
             stop_token_ids=stop_ids,
         )
+
+    def _grammar(self, request: Sampling) -> object | None:
+        """The compiled grammar JSON mode decodes under; 400 for a schema that cannot be compiled."""
+        fmt = request.response_format
+        if fmt is None or fmt.type == "text":
+            return None
+        assert self.loaded is not None
+        if self._grammars is None:
+            self._grammars = Grammars(self.loaded)
+        if fmt.type == "json_object" or fmt.json_schema is None or fmt.json_schema.schema_ is None:
+            return self._grammars.json_object()
+        try:
+            return self._grammars.json_schema(fmt.json_schema.schema_)
+        except GrammarError as error:
+            raise InvalidRequest(str(error), param="response_format") from None
 
     def _max_new(self, asked: int | None) -> int:
         value = asked if asked is not None else min(16, self.settings.max_new_tokens)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from .errors import ApiError, InvalidRequest, Timeout
+from .grammar import Constraint
 from .model import LoadedModel
 from .sampling import History, SamplingParams, TokenLogprobs, choose, logprobs_of, make_generator
 
@@ -93,6 +94,7 @@ class _Sequence:
     emitted: int = 0
     started: float = 0.0
     held: list[TokenEvent] = field(default_factory=list)
+    constraint: Constraint | None = None  # JSON mode
 
     def send(self, event: TokenEvent) -> None:
         if self.work.stream:
@@ -206,7 +208,10 @@ class GenerationEngine(Engine):
             if not isinstance(work, GenerationWork):
                 continue
             try:
-                joining.append(_Sequence(work, make_generator(work.params, self.loaded.device)))
+                generator = make_generator(work.params, self.loaded.device)
+                grammar = work.params.grammar
+                constraint = Constraint(grammar) if grammar is not None else None
+                joining.append(_Sequence(work, generator, constraint=constraint))
             except (ValueError, RuntimeError) as error:  # refused alone, before it joins the batch
                 work.sink(InvalidRequest(str(error), param="seed"))
         if joining:
@@ -299,7 +304,8 @@ class GenerationEngine(Engine):
             History(s.work.prompt_ids, s.output_ids, self.loaded.eos_token_ids) if s.work.params.shapes_logits else None
             for s in rows
         ]
-        chosen, failed_rows = choose(logits, params, [s.generator for s in rows], histories)
+        masks = [s.constraint.mask if s.constraint is not None else None for s in rows]
+        chosen, failed_rows = choose(logits, params, [s.generator for s in rows], histories, masks)
         reported = logprobs_of(logits, chosen, [p.top_logprobs for p in params])
         tokens = chosen.tolist()
         if first == 0:
@@ -320,6 +326,10 @@ class GenerationEngine(Engine):
                 continue
             if now > sequence.work.deadline:
                 sequence.work.sink(Timeout("the request timed out while generating"))
+                finished.append(index)
+                continue
+            if sequence.constraint is not None and not sequence.constraint.advance(token):
+                sequence.work.sink(ApiError("generation failed: the token chosen is outside the JSON grammar"))
                 finished.append(index)
                 continue
             assert self.positions is not None

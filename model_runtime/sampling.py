@@ -6,7 +6,7 @@ generator so a seed reproduces a sample whatever else shares the batch."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +33,7 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit)
     min_tokens: int = 0  # end tokens are banned until this many are generated
     stop_token_ids: tuple[int, ...] = ()  # tokens that end the sequence like end-of-sequence
+    grammar: object | None = None  # JSON mode: a compiled grammar (model_runtime.grammar) the output obeys
 
     @property
     def greedy(self) -> bool:
@@ -131,15 +132,20 @@ def min_p_filter(probs: torch.Tensor, min_p: float) -> torch.Tensor:
     return filtered / filtered.sum()
 
 
+Mask = Callable[[torch.Tensor], None]  # sets the logits of disallowed tokens to -inf, in place
+
+
 def choose(
     logits: torch.Tensor,
     params: list[SamplingParams],
     generators: list[torch.Generator | None],
     histories: Sequence[History | None] | None = None,
+    masks: Sequence[Mask | None] | None = None,
 ) -> tuple[torch.Tensor, dict[int, str]]:
     """One next token per row of `logits` ([batch, vocab], float32), and the rows that could not be
     sampled (row -> why): a row whose logits or probabilities are not finite fails alone, so one sequence
-    never spoils the others in its batch. A failed row's token is 0 and must be dropped."""
+    never spoils the others in its batch. A failed row's token is 0 and must be dropped. `masks` (JSON
+    mode) restrict a row to the tokens its grammar allows."""
     chosen = torch.argmax(logits, dim=-1)
     failed: dict[int, str] = {}
     finite = torch.isfinite(logits).all(dim=-1).tolist()
@@ -152,8 +158,15 @@ def choose(
         history = histories[row] if histories is not None else None
         if history is not None:
             row_logits = shape_logits(row_logits, param, history)
+        mask = masks[row] if masks is not None else None
+        if mask is not None:
+            row_logits = row_logits.clone()
+            mask(row_logits)
+            if not bool(torch.isfinite(row_logits).any()):
+                failed[row], chosen[row] = "the grammar allows no next token", 0
+                continue
         if param.greedy:
-            if history is not None:  # shaped: the argmax of the whole batch no longer holds for this row
+            if history is not None or mask is not None:  # the batch's argmax no longer holds for this row
                 chosen[row] = torch.argmax(row_logits)
             continue
         if not (math.isfinite(param.temperature) and math.isfinite(param.top_p)):

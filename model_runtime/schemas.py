@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .sampling import SEED_RANGE
@@ -43,9 +43,26 @@ class StreamOptions(Body):
     continuous_usage_stats: bool = False
 
 
+class JsonSchemaFormat(Body):
+    name: str = Field(default="response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    """The JSON Schema the output must match; any JSON value when absent."""
+    strict: bool | None = None
+
+
 class ResponseFormat(Body):
+    model_config = ConfigDict(populate_by_name=True)
+
     type: Literal["text", "json_object", "json_schema"] = "text"
-    json_schema: dict[str, Any] | None = None
+    """`json_object`: the output is one JSON object; `json_schema`: it matches `json_schema.schema`."""
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_for_schema_mode(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format.json_schema is required when its type is json_schema")
+        return self
 
 
 MAX_STOP_TOKEN_IDS = 64
@@ -92,12 +109,6 @@ class Sampling(Body):
 
     def stop_sequences(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-
-    def unsupported(self) -> str | None:
-        """A control set to a value this server does not implement yet, named for the 400."""
-        if self.response_format is not None and self.response_format.type != "text":
-            return f"response_format {self.response_format.type!r} is not supported by this server yet"
-        return None
 
     def bias_by_token(self, vocab_size: int) -> tuple[tuple[int, float], ...]:
         """logit_bias with its keys as token ids; ValueError naming a key that is not one."""

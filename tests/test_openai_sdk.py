@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
+import jsonschema
 import openai
 import pytest
 
@@ -112,3 +114,47 @@ async def test_a_full_queue_is_a_rate_limit_with_retry_after(sdk: openai.AsyncOp
     limited = [r for r in results if isinstance(r, openai.RateLimitError)]
     assert limited, results
     assert limited[0].response.headers["retry-after"] == "1"
+
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer", "minimum": 0}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+async def test_json_schema_mode_answers_match_the_schema(sdk: openai.AsyncOpenAI) -> None:
+    chat = await sdk.chat.completions.create(
+        model="model",
+        messages=[{"role": "user", "content": "a person"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+        max_completion_tokens=120,
+        temperature=1.0,
+        seed=3,
+        n=4,
+    )
+    finished = [c for c in chat.choices if c.finish_reason == "stop"]
+    assert finished, [c.finish_reason for c in chat.choices]
+    for choice in finished:
+        assert choice.message.content is not None
+        jsonschema.validate(json.loads(choice.message.content), PERSON)
+
+
+async def test_json_object_mode_streams_a_json_object(sdk: openai.AsyncOpenAI) -> None:
+    stream = await sdk.completions.create(
+        model="model",
+        prompt="{",
+        extra_body={"response_format": {"type": "json_object"}},  # vLLM's extension to completions
+        max_tokens=64,
+        temperature=1.0,
+        seed=11,
+        stream=True,
+    )
+    text, reasons = "", []
+    async for chunk in stream:
+        text += chunk.choices[0].text
+        reasons.append(chunk.choices[0].finish_reason)
+    assert text.lstrip().startswith("{")
+    if reasons[-1] == "stop":
+        assert isinstance(json.loads(text), dict)

@@ -251,3 +251,24 @@ def test_a_neighbours_penalties_and_bias_leave_a_batch_token_identical(tiny_load
     assert isinstance(mixed[1], list)
     assert len(mixed[1]) >= 4
     assert [mixed[0], mixed[2], mixed[3]] == alone
+
+
+def test_a_json_mode_neighbour_leaves_a_batch_token_identical(tiny_loaded: Any) -> None:
+    """The grammar mask is per sequence: a JSON-mode request changes no other's tokens, and its own
+    output stays inside the grammar (here it must open an object)."""
+    from model_runtime.grammar import Grammars
+
+    prompts = prompts_of(tiny_loaded, TEXTS[:4])
+    good = [
+        SamplingParams(max_new_tokens=12, temperature=0.0),
+        SamplingParams(max_new_tokens=12, temperature=0.9, top_p=0.9, seed=7),
+        SamplingParams(max_new_tokens=12, temperature=0.0),
+    ]
+    constrained = SamplingParams(max_new_tokens=12, temperature=0.0, grammar=Grammars(tiny_loaded).json_object())
+    alone = run_with_errors(tiny_loaded, prompts[:3], good)
+    mixed = run_with_errors(
+        tiny_loaded, [prompts[0], prompts[3], prompts[1], prompts[2]], [good[0], constrained, *good[1:]]
+    )
+    assert [mixed[0], mixed[2], mixed[3]] == alone
+    assert isinstance(mixed[1], list)
+    assert tiny_loaded.tokenizer.decode(mixed[1]).lstrip().startswith("{")
