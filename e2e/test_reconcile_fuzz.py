@@ -1,5 +1,6 @@
 """No spec makes the operator spin: fuzzed ModelDeployments (the API server accepted them; some break the
-operator-only rules) cost the running operator no more per object than a normal one does.
+operator-only rules, or make pods the API server refuses) cost the running operator no more per object
+than a normal one does.
 
 The pods of these ModelDeployments select a node that does not exist, so nothing runs and the canaries
 never become Ready: what is measured is the reconcile loop alone, rollouts in flight included."""
@@ -37,13 +38,21 @@ EXTREMES: list[dict[str, Any]] = [
     {"model": {"uri": "pvc://models/tiny"}, "rollout": {"analysis": {"interval": "1s"}}, "paused": True},
     {"model": {"uri": "pvc://models/tiny"}, "runtime": {"env": [{"name": "MODELSHIP_MODEL_PATH", "value": "/x"}]}},
     {"model": {"uri": "pvc://models/tiny"}, "rollout": {"analysis": {"interval": "1m", "noDataTimeout": "2s"}}},
+    # Accepted here, but its Deployment is refused (an env source naming no valid Secret): the operator
+    # retries the apply and records ApplyFailed; it once rewrote the status ten times a second doing so.
+    {
+        "model": {"uri": "pvc://models/tiny"},
+        "runtime": {"env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "Not A Name", "key": "k"}}}]},
+    },
 ]
 
 
 def contained(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec with its pods pinned to no node and no router, so only the operator does work."""
     spec = copy.deepcopy(spec)
-    runtime = spec.setdefault("runtime", {})
+    if not isinstance(spec.get("runtime"), dict):  # a mutation may have put something else there
+        spec["runtime"] = {}
+    runtime = spec["runtime"]
     runtime["nodeSelector"] = NOWHERE
     runtime["replicas"] = 1
     spec["traffic"] = {"mode": "replicas"}
@@ -128,7 +137,8 @@ def test_no_spec_costs_more_than_a_normal_one(
     # A reconcile loop that spins writes its object over and over; the operator writes an object at most
     # once per look, and a look is at least a second apart (analysis interval >= 1s, requeue floor).
     for name in names:
-        assert fuzzed.writes_per_second(name) <= 1.0, (name, fuzzed.writes, specs[names.index(name)])
+        spec = json.dumps(specs[names.index(name)])
+        assert fuzzed.writes_per_second(name) <= 1.0, f"{name} written {fuzzed.writes} in {fuzzed.seconds:.0f}s: {spec}"
     # Per object, the batch costs no more than the normal one did, within the noise of a 20 s window
     # (a tick of CPU, a handful of requests).
     slack_cpu, slack_requests = 0.02, 0.5

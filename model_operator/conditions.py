@@ -175,24 +175,30 @@ def conditions(situation: Situation, previous: list[Condition], generation: int,
     return result
 
 
-def with_apply_failure(conditions_now: list[Condition], message: str, now: datetime) -> list[Condition]:
+def with_apply_failure(
+    conditions_now: list[Condition], message: str, now: datetime, before: list[Condition] | None = None
+) -> list[Condition]:
     """The conditions when the children could not be applied (a missing API, a denied permission): it will
-    not fix itself, so Stalled, and not Ready."""
+    not fix itself, so Stalled, and not Ready. A failure already recorded in `before` (the stored
+    conditions) keeps its transition time, so retrying the same failure writes nothing new."""
     failed = {STALLED: ("True", "ApplyFailed"), READY: ("False", "ApplyFailed")}
+    recorded = {c.type: c for c in before or []}
     result = []
     for condition in conditions_now:
         if condition.type not in failed:
             result.append(condition)
             continue
         status, reason = failed[condition.type]
-        moved = condition.status != status
+        earlier = recorded.get(condition.type)
+        base = earlier if earlier is not None and (earlier.status, earlier.reason) == (status, reason) else condition
+        moved = base.status != status
         result.append(
-            condition.model_copy(
+            base.model_copy(
                 update={
                     "status": status,
                     "reason": reason,
                     "message": message,
-                    "last_transition_time": now if moved else condition.last_transition_time,
+                    "last_transition_time": now if moved else base.last_transition_time,
                 }
             )
         )

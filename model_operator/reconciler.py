@@ -54,6 +54,19 @@ def _newer(incoming: dict[str, Any], current: dict[str, Any] | None) -> bool:
         return True
 
 
+def _user_intent(body: dict[str, Any]) -> tuple[Any, ...]:
+    """What users change on a ModelDeployment: its spec (the generation), its annotations (actions) and
+    labels, and its deletion."""
+    meta = body.get("metadata") or {}
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        meta.get("annotations") or {},
+        meta.get("labels") or {},
+        meta.get("deletionTimestamp"),
+    )
+
+
 class ResourceLoop:
     """Reconciles one ModelDeployment until it is deleted or the operator stops."""
 
@@ -71,9 +84,14 @@ class ResourceLoop:
         return f"{self.body['metadata']['namespace']}/{self.body['metadata']['name']}"
 
     def observe(self, body: dict[str, Any]) -> None:
+        """Take a newer body; reconcile at once only when something a user sets changed. A change of status
+        alone is the operator's own write coming back: waking on it would let any status that differs on
+        every pass (a timestamp, an error message) turn the loop into a busy one."""
+        wake = _user_intent(body) != _user_intent(self.body)
         if _newer(body, self.body):
             self.body = body
-        self.wake.set()
+        if wake:
+            self.wake.set()
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -183,7 +201,9 @@ class Operator:
                 status_model = status_model.model_copy(
                     update={
                         "message": str(error),
-                        "conditions": with_apply_failure(status_model.conditions, str(error), now),
+                        "conditions": with_apply_failure(
+                            status_model.conditions, str(error), now, before=previous.conditions
+                        ),
                     }
                 )
         for event in decision.events:

@@ -277,6 +277,18 @@ BAD_SPECS = [
         "valid integer",
     ),
     ("mirror-text", with_changes(traffic__mirrorPercent="5"), "spec.traffic.mirrorPercent", "valid number"),
+    (
+        "api-key-secret-not-a-name",
+        with_changes(runtime__apiKeySecret={"name": "ftp://p"}),
+        "spec.runtime.apiKeySecret.name",
+        "String should match",
+    ),
+    (
+        "api-key-secret-key-with-slash",
+        with_changes(runtime__apiKeySecret={"name": "keys", "key": "a/b"}),
+        "spec.runtime.apiKeySecret.key",
+        "String should match",
+    ),
     ("paused-text-true", with_changes(paused="true"), "spec.paused", "valid boolean"),
     ("paused-one", with_changes(paused=1), "spec.paused", "valid boolean"),
     ("replicas-bool", with_changes(runtime__replicas=True), "spec.runtime.replicas", "valid integer"),

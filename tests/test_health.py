@@ -121,3 +121,13 @@ def test_a_failed_apply_is_stalled_not_ready() -> None:
     assert argocd(int(status.observed_generation or 0), document) == "Degraded"
     stalled = next(c for c in status.conditions if c.type == "Stalled")
     assert (stalled.reason, stalled.message) == ("ApplyFailed", "no HTTPRoute API")
+
+
+def test_retrying_the_same_failed_apply_changes_no_condition() -> None:
+    """Each retry of a failed apply must produce the same status, or every retry would write (and the
+    write come back as an event)."""
+    from model_operator.conditions import with_apply_failure
+
+    first = with_apply_failure(HEALTHY.conditions, "denied", T0 + timedelta(seconds=60))
+    again = with_apply_failure(HEALTHY.conditions, "denied", T0 + timedelta(seconds=65), before=first)
+    assert again == first

@@ -488,3 +488,23 @@ def test_no_spec_makes_the_operator_look_again_sooner_than_the_floor() -> None:
     decision = decide(CANARY_AT_STEP_1, observation)
     assert decision.canary == "c1"
     assert decision.requeue_after == MIN_REQUEUE_SECONDS
+
+
+def test_only_what_users_change_wakes_a_loop_at_once() -> None:
+    """A status-only change is the operator's own write coming back; a spec, annotation, label or
+    deletion change is a user's, and is reconciled at once."""
+    from model_operator.reconciler import _user_intent
+
+    body: dict[str, Any] = {
+        "metadata": {"uid": "u", "generation": 3, "annotations": {}, "resourceVersion": "10"},
+        "status": {"phase": "Healthy"},
+    }
+    status_only = {**body, "metadata": {**body["metadata"], "resourceVersion": "11"}, "status": {"phase": "Failed"}}
+    assert _user_intent(status_only) == _user_intent(body)
+    for change in (
+        {"generation": 4},
+        {"annotations": {"modelship.io/action": "promote"}},
+        {"labels": {"team": "a"}},
+        {"deletionTimestamp": "2026-01-01T00:00:00Z"},
+    ):
+        assert _user_intent({**body, "metadata": {**body["metadata"], **change}}) != _user_intent(body), change

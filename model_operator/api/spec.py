@@ -24,6 +24,9 @@ URI_PATTERN = (
     rf"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?|file:///.+"
     rf"|hf://[^/@{_NOT_SPACE}]+/[^/@{_NOT_SPACE}]+(@[^@{_NOT_SPACE}]+)?)$"
 )
+# What Kubernetes accepts as the name of a Secret or a Gateway (RFC 1123 subdomain): a name it refuses
+# would only fail later, when the operator applies the pods or the route.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # An http(s) URL with a host and no whitespace anywhere (a pasted trailing newline is the usual fault).
 HTTP_URL_PATTERN = rf"^https?://[^/?#@{_NOT_SPACE}]+(@[^/?#@{_NOT_SPACE}]+)?([/?#][^{_NOT_SPACE}]*)?$"
 # A resource quantity as Kubernetes writes one (the pattern controller-gen emits for resource.Quantity),
@@ -165,10 +168,10 @@ class EnvVar(ApiModel):
 class SecretKeyRef(ApiModel):
     """A key of a Secret in the ModelDeployment's namespace."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     """The Secret's name."""
 
-    key: str = Field(default="api-key", min_length=1)
+    key: str = Field(default="api-key", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
     """The key inside the Secret."""
 
 
@@ -210,7 +213,7 @@ class Runtime(ApiModel):
 class GatewayParentRef(ApiModel):
     """A Gateway the HTTPRoute attaches to."""
 
-    name: str = Field(min_length=1, max_length=253)
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
     """The Gateway's name."""
 
     namespace: str | None = None
