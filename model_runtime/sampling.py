@@ -84,6 +84,7 @@ def nucleus_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     cumulative = torch.cumsum(sorted_probs, dim=-1)
     # Keep a token if the mass before it is still under top_p; the first token is always kept.
     keep_sorted = (cumulative - sorted_probs) < top_p
+    keep_sorted[..., 0] = True  # also when top_p underflows to 0 in float32 (5e-324)
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     filtered = torch.where(keep, probs, torch.zeros_like(probs))
     return filtered / filtered.sum(dim=-1, keepdim=True)

@@ -84,7 +84,8 @@ class Sampling(Body):
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    repetition_penalty: float = Field(default=1.0, gt=0.0, le=10.0)
+    # At least 0.01: dividing logits by a subnormal penalty (5e-324) makes them infinite.
+    repetition_penalty: float = Field(default=1.0, ge=0.01, le=10.0)
     top_k: Integer = Field(default=-1, ge=-1)
     min_p: float = Field(default=0.0, ge=0.0, le=1.0)
     min_tokens: Integer = Field(default=0, ge=0)

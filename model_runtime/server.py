@@ -210,7 +210,9 @@ class Server:
         return web.json_response({"status": "ready"})
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(openapi.document(with_api_key=bool(self.settings.api_key)))
+        return web.json_response(
+            openapi.document(with_api_key=bool(self.settings.api_key), model_name=self.settings.model_name)
+        )
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         return web.Response(

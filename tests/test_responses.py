@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from model_runtime.engine import Finished, TokenEvent
-from model_runtime.responses import Shaper, choices_of, finished_usage
-from model_runtime.sampling import SEED_RANGE, SamplingParams
+from model_runtime.responses import Generated, Shaper, choices_of, finished_usage, usage_of
+from model_runtime.sampling import SEED_RANGE, SamplingParams, TokenLogprobs
 from model_runtime.schemas import ChatRequest, CompletionRequest
 
 
@@ -52,3 +52,36 @@ def test_stream_chunks() -> None:
     assert first["choices"][0]["delta"] == {"content": "hi", "role": "assistant"}
     assert later["choices"][0]["delta"] == {"content": "!"}
     assert first["id"] == later["id"]
+
+
+def _generated(text: str, logprobs: bool) -> Generated:
+    top = TokenLogprobs(-0.5, ((5, -0.5), (6, -1.5))) if logprobs else None
+    return Generated(
+        text=text, finish_reason="stop", prompt_tokens=2, completion_tokens=1, logprobs=[TokenEvent(5, text, top)]
+    )
+
+
+@pytest.mark.parametrize("logprobs", [False, True])
+def test_bodies_are_what_the_openapi_document_says(logprobs: bool) -> None:
+    """The shaper's dicts validate against the response models /openapi.json is generated from."""
+    from model_runtime import response_models as answers
+
+    shaper = Shaper("m", lambda token: f"<{token}>")
+    choices = choices_of([[1, 2]], SamplingParams(max_new_tokens=4), 2)
+    results = [_generated("a", logprobs), _generated("b", logprobs)]
+    completion = CompletionRequest.model_validate({"model": "m", "prompt": "x", "logprobs": 1 if logprobs else None})
+    answers.Completion.model_validate(shaper.completion(completion, choices, results))
+    chat = ChatRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": logprobs, "top_logprobs": 1}
+    )
+    answers.ChatCompletion.model_validate(shaper.chat(chat, choices, results))
+    for base64_encoded in (False, True):
+        answers.Embeddings.model_validate(shaper.embeddings([[0.5, -1.0]], 3, base64_encoded))
+    token = results[0].logprobs[0]
+    base = shaper.stream_base("cmpl", "text_completion")
+    for event in (token, Finished("stop", 2, 1)):
+        answers.CompletionChunk.model_validate(shaper.completion_chunk(completion, base, 0, event))
+    answers.CompletionChunk.model_validate(base | {"choices": [], "usage": usage_of(2, 1)})
+    base = shaper.stream_base("chatcmpl", "chat.completion.chunk")
+    for event, first in ((token, True), (token, False), (Finished("length", 2, 1), False)):
+        answers.ChatCompletionChunk.model_validate(shaper.chat_chunk(chat, base, 0, event, first=first))

@@ -149,6 +149,8 @@ def test_nucleus_filter_keeps_the_smallest_head() -> None:
     assert nucleus_filter(probs, 0.7).tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0])
     assert nucleus_filter(probs, 0.1).tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])
     assert nucleus_filter(probs, 1.0).tolist() == pytest.approx(probs.tolist())
+    # A top_p that underflows to 0 in float32 still keeps the most likely token (schemathesis found it).
+    assert nucleus_filter(probs, 5e-324).tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])
 
 
 def test_choose_greedy_rows_take_the_argmax() -> None:

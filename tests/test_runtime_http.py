@@ -43,6 +43,13 @@ BAD_REQUESTS = [
     ("seed-below-int64", "/v1/completions", {**GOOD, "temperature": 1, "seed": -(2**63) - 1}, 400, "seed"),
     ("penalty-out-of-range", "/v1/completions", {**GOOD, "presence_penalty": 2.5}, 400, "presence_penalty"),
     ("repetition-penalty-zero", "/v1/completions", {**GOOD, "repetition_penalty": 0}, 400, "repetition_penalty"),
+    (
+        "repetition-penalty-subnormal",
+        "/v1/completions",
+        {**GOOD, "temperature": 1, "repetition_penalty": 5e-324},
+        400,
+        "repetition_penalty",
+    ),
     ("top-k-below-minus-one", "/v1/completions", {**GOOD, "top_k": -2}, 400, "top_k"),
     ("min-p-over-one", "/v1/completions", {**GOOD, "min_p": 1.5}, 400, "min_p"),
     ("min-tokens-over-max", "/v1/completions", {**GOOD, "min_tokens": 9, "max_tokens": 4}, 400, "min_tokens (9)"),
