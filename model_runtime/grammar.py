@@ -36,7 +36,8 @@ class GrammarError(ValueError):
 
 
 class Grammars:
-    """Compiled grammars for one model, built on first use and cached (the compiler caches schemas)."""
+    """Compiled grammars for one model, built on first use: the JSON grammar once, schemas in a small
+    cache keyed by their canonical text."""
 
     def __init__(self, loaded: LoadedModel) -> None:
         self._loaded = loaded
@@ -118,7 +119,3 @@ class Constraint:
     def advance(self, token: int) -> bool:
         """Move past `token`; False when the grammar does not allow it."""
         return bool(self._matcher.accept_token(token))
-
-    @property
-    def complete(self) -> bool:
-        return bool(self._matcher.is_terminated())

@@ -1,5 +1,5 @@
-"""The runtime's OpenAPI 3.1 document, generated from the request and response models, served at /openapi.json so API
-fuzzers and client generators can be pointed at it."""
+"""The runtime's OpenAPI 3.1 document, generated from the request and response models, served at
+/openapi.json so API fuzzers and client generators can be pointed at it."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def _operation(
     chunk: type[BaseModel] | None,
     model_name: str,
 ) -> dict[str, Any]:
-    ok: dict[str, Any] = {"application/json": {"schema": {"$ref": REF.format(model=answer.__name__)}}}
+    ok: dict[str, Any] = {"application/json": {"schema": ref(answer.__name__)}}
     if chunk is not None:
         # One server-sent event (as OpenAPI 3.2 describes streams): its data is a JSON chunk, and the last
         # event's data the literal [DONE].
@@ -86,7 +86,7 @@ def _operation(
     for code, why in ERROR_CODES.items():
         responses[code] = {
             "description": why,
-            "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+            "content": {"application/json": {"schema": ref("Error")}},
         }
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if request is not None:
@@ -94,7 +94,7 @@ def _operation(
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"$ref": REF.format(model=request.__name__)},
+                    "schema": ref(request.__name__),
                     "example": _examples(model_name)[request.__name__],
                 }
             },

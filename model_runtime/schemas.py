@@ -9,28 +9,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .integers import Integer
 from .sampling import SEED_RANGE
 
 MAX_STOP_SEQUENCES = 4
 MAX_TOP_LOGPROBS = 20
 MAX_EMBEDDING_INPUTS = 256
-
-
-def _whole_number(value: Any) -> Any:
-    """JSON Schema counts 2.0 as an integer, and so do OpenAI and vLLM: a whole float is taken as an int
-    (strict mode would refuse it); a fractional one is still refused, and so is a boolean, which Python
-    would otherwise take for 0 or 1."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("int_type", "Input should be a valid integer, not a boolean")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-Integer = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class Body(BaseModel):
@@ -47,7 +33,7 @@ class JsonSchemaFormat(Body):
     name: str = Field(default="response", max_length=64)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    """The JSON Schema the output must match; any JSON value when absent."""
+    """The JSON Schema the output must match; when absent, any JSON object or array (as json_object)."""
     strict: bool | None = None
 
 

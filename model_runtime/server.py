@@ -171,10 +171,12 @@ class Server:
             raise ClientDisconnected("the client closed the connection mid-stream") from None
         return response
 
+    # Preparing a request (tokenizing it, compiling a JSON-mode grammar) runs off the event loop, so one
+    # request's large prompt or schema never stalls the others.
     async def completions(self, request: web.Request) -> web.StreamResponse:
         document = await self._json(request)
         with self.dataplane.admission.admitted():
-            parsed, choices, params = self.dataplane.prepare_completion(document)
+            parsed, choices, params = await asyncio.to_thread(self.dataplane.prepare_completion, document)
             if parsed.stream:
                 return await self._stream(request, self.dataplane.completion_stream(parsed, choices, params))
             return web.json_response(await self.dataplane.completion(parsed, choices, params))
@@ -182,7 +184,7 @@ class Server:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         document = await self._json(request)
         with self.dataplane.admission.admitted():
-            parsed, choices, params = self.dataplane.prepare_chat(document)
+            parsed, choices, params = await asyncio.to_thread(self.dataplane.prepare_chat, document)
             if parsed.stream:
                 return await self._stream(request, self.dataplane.chat_stream(parsed, choices, params))
             return web.json_response(await self.dataplane.chat(parsed, choices, params))

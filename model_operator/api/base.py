@@ -8,6 +8,10 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
 
+from model_runtime.integers import Integer, whole_number
+
+__all__ = ["INT64_MAX", "INT64_MIN", "ApiModel", "Int64", "Integer", "cel", "cel_rules", "whole_number"]
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -23,18 +27,6 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
 def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
     """The json_schema_extra that carries CEL rules into the generated CRD."""
     return {"x-kubernetes-validations": list(rules)}
-
-
-def whole_number(value: Any) -> Any:
-    # The API server's schema validation takes a JSON number with no fraction (5.0, 1e3) as an integer
-    # and stores it as one; strict mode alone would refuse what the API server accepted.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-Integer = Annotated[int, BeforeValidator(whole_number)]
-"""An integer as the API server's schema reads one: whole floats count, booleans and strings do not."""
 
 
 def int64(value: int) -> int:

@@ -39,7 +39,7 @@ QUANTITY_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "string
 
 def _quantity(value: Any) -> Any:
     value = whole_number(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX:
+    if isinstance(value, int) and 0 <= value <= INT64_MAX:  # whole_number refused booleans
         return value
     if isinstance(value, str) and re.fullmatch(QUANTITY_PATTERN, value):
         return value
