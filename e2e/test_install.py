@@ -17,7 +17,7 @@ from e2e.cluster import tools
 from e2e.cluster.controlplane import ClusterInfo, ControlPlane
 from e2e.kube import Kubectl, wait_until
 from e2e.modelship import BASE_SPEC, CHART, REPO, Deployed, chart_values, helm, merged, model_volume
-from e2e.test_rollouts import healthy, new_revision
+from e2e.scenarios import healthy, new_revision
 
 KUBE_VERSION = tools.KUBERNETES_VERSION.removeprefix("v")
 

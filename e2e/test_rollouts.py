@@ -6,48 +6,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from pathlib import Path
-from typing import Any
 
 from e2e.cluster.controlplane import ControlPlane
 from e2e.kube import Kubectl, wait_until
 from e2e.modelship import BASE_SPEC, OPERATOR_NAMESPACE, Deployed, merged
-
-FAULTS = [{"name": "MODELSHIP_FAULTS_ENABLED", "value": "true"}]
-
-
-def healthy(deployed: Deployed, spec: dict[str, Any] = BASE_SPEC) -> str:
-    deployed.apply(spec)
-    status = deployed.wait_phase("Healthy", timeout=120)
-    return str(status["stableRevision"])
-
-
-def new_revision(deployed: Deployed, *env: dict[str, str], uri: str | None = None) -> None:
-    change: dict[str, Any] = {"runtime": {"env": [{"name": "REVISION_NOTE", "value": str(time.time())}, *env]}}
-    if uri:
-        change["model"] = {"uri": uri}
-    deployed.patch(change)
-
-
-def ended(deployed: Deployed, result: str, after: int, timeout: float = 180) -> dict[str, Any]:
-    """Wait until the history has a new entry with `result`; return it."""
-    status = deployed.wait(
-        lambda s: (
-            len(s.get("history", [])) > after and s["history"][-1]["result"] in ("Promoted", "RolledBack", "Aborted")
-        ),
-        f"a rollout to end ({result} expected)",
-        timeout,
-    )
-    entry: dict[str, Any] = status["history"][-1]
-    assert entry["result"] == result, f"expected {result}, got {entry}"
-    return entry
-
-
-def process_uid(pod: Any) -> int:
-    """The real uid of the pod's first container's process, which the pod runner names in containerID."""
-    pid = pod.status.container_statuses[0].container_id.removeprefix("local://")
-    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Uid:"))
-    return int(line.split()[1])
+from e2e.scenarios import FAULTS, ended, healthy, new_revision, process_uid, time_to_rollback
 
 
 def test_a_first_deploy_becomes_healthy(deployed: Deployed) -> None:
@@ -97,19 +60,6 @@ def test_b_good_revision_is_promoted_with_no_failed_request(deployed: Deployed) 
     assert deployed.condition("UpToDate")["status"] == "True"
 
 
-def _time_to_rollback(deployed: Deployed, load: Any, canary: str, entry: dict[str, Any]) -> tuple[float, float]:
-    """(seconds from the canary's first request to the rollback, seconds after it reached minRequests)."""
-    from datetime import datetime
-
-    finished = datetime.fromisoformat(entry["finishedAt"].replace("Z", "+00:00")).timestamp()
-    canary_times = sorted(r.at for r in load.report.results if r.revision == canary)
-    assert canary_times, "the canary never took traffic"
-    minimum = BASE_SPEC["rollout"]["analysis"]["minRequests"]
-    # The analysis counts every canary request, mirrored probes included; the client only sees its own.
-    reached = canary_times[min(len(canary_times), minimum) - 1]
-    return finished - canary_times[0], finished - reached
-
-
 def test_c_injected_latency_is_rolled_back(deployed: Deployed) -> None:
     healthy(deployed)
     with deployed.load(rate=25) as load:
@@ -119,7 +69,7 @@ def test_c_injected_latency_is_rolled_back(deployed: Deployed) -> None:
         time.sleep(3)
     assert "P99" in entry["reason"]
     assert not load.report.failures, "latency is not an error: " + load.report.describe()
-    since_first, since_min = _time_to_rollback(deployed, load, entry["revision"], entry)
+    since_first, since_min = time_to_rollback(deployed, load, entry["revision"], entry)
     interval = 2.0
     print(
         f"\n[figure] injected latency: rolled back {since_first:.1f}s after the canary's first request, "
@@ -139,7 +89,7 @@ def test_d_injected_errors_are_rolled_back(deployed: Deployed) -> None:
         rolled_back_at = time.time()
         time.sleep(4)
     assert "error rate" in entry["reason"]
-    since_first, since_min = _time_to_rollback(deployed, load, entry["revision"], entry)
+    since_first, since_min = time_to_rollback(deployed, load, entry["revision"], entry)
     print(
         f"\n[figure] injected errors: rolled back {since_first:.1f}s after the canary's first request, "
         f"{since_min:.1f}s after it reached minRequests"

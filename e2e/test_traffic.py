@@ -13,7 +13,7 @@ import yaml
 from e2e.cluster import tools
 from e2e.kube import Kubectl, wait_until
 from e2e.modelship import BASE_SPEC, Deployed, merged
-from e2e.test_rollouts import ended, healthy, new_revision
+from e2e.scenarios import ended, healthy, new_revision
 
 HOLD = "1h"
 

@@ -26,7 +26,7 @@ from kubernetes import client, config
 from e2e.cluster.controlplane import ControlPlane
 from e2e.kube import Kubectl
 from e2e.modelship import BASE_SPEC, Deployed, install_operator, model_volume
-from e2e.test_rollouts import FAULTS, _time_to_rollback, new_revision
+from e2e.scenarios import FAULTS, new_revision, time_to_rollback
 
 CONFIGURATIONS: dict[str, dict[str, object]] = {
     "the e2e spec": {"rollout": {"analysis": {"thresholds": {"p99LatencySeconds": 0.5}}}},
@@ -94,7 +94,7 @@ def main() -> int:
                     print(f"bad canary ({kind}) {number + 1}: NOT rolled back: {entry}", flush=True)
                     rollout(deployed)
                     continue
-                timing = _time_to_rollback(deployed, load, str(entry["revision"]), entry)
+                timing = time_to_rollback(deployed, load, str(entry["revision"]), entry)
                 bad[kind].append(timing)
                 print(
                     f"bad canary ({kind}) {number + 1}: rolled back {timing[0]:.1f}s after its first request, "
