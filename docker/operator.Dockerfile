@@ -1,21 +1,34 @@
 # The operator image: `python -m model_operator`. No torch: the operator never loads a model.
 # Build from the repository root: docker build -f docker/operator.Dockerfile -t modelship/operator:0.1.0 .
-FROM python:3.11.7-slim-bookworm AS build
+# BASE is any Debian bookworm image with python3 and python3-venv; the e2e harness builds one with debootstrap.
+ARG BASE=python:3.11.7-slim-bookworm
+
+# The operator's dependencies alone (a change to ModelShip's code reuses this stage), at the locked versions.
+FROM ${BASE} AS dependencies
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY requirements.lock ./
+RUN --mount=type=cache,target=/root/.cache/pip python3 -m venv /opt/modelship \
+    && /opt/modelship/bin/pip install --constraint requirements.lock \
+        kopf kubernetes pydantic prometheus-api-client prometheus-client pyyaml rich
+
+# ModelShip itself, as a wheel.
+FROM ${BASE} AS package
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
 COPY requirements.lock pyproject.toml README.md ./
 COPY model_runtime ./model_runtime
 COPY model_operator ./model_operator
-RUN python -m venv /opt/modelship \
-    && /opt/modelship/bin/pip install --constraint requirements.lock \
-        kopf kubernetes pydantic prometheus-api-client prometheus-client pyyaml rich \
-    && /opt/modelship/bin/pip install --no-deps .
+RUN --mount=type=cache,target=/root/.cache/pip python3 -m venv /tmp/builder \
+    && /tmp/builder/bin/pip wheel --no-deps --wheel-dir /wheels .
 
-FROM python:3.11.7-slim-bookworm
+FROM ${BASE}
 LABEL modelship.image="modelship/operator" \
       org.opencontainers.image.title="ModelShip operator" \
       org.opencontainers.image.source="https://github.com/modelship/modelship"
-COPY --from=build /opt/modelship /opt/modelship
+COPY --from=dependencies /opt/modelship /opt/modelship
+RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
+    /opt/modelship/bin/pip install --no-deps --no-cache-dir --disable-pip-version-check /wheels/*.whl
 ENV PATH=/opt/modelship/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -207,6 +207,24 @@ def _emit(out: TextSink | None, message: str) -> None:
     sink.write(f"[tools] {message}\n")
 
 
+# Commands that come from Debian's packages rather than the Go module proxy, and the package of each.
+DEBIAN_PACKAGES = {"buildah": "buildah", "debootstrap": "debootstrap"}
+
+
+def require_debian_packages(*commands: str) -> None:
+    """Install, with apt, the Debian packages that provide any of `commands` not on PATH yet."""
+    missing = sorted({DEBIAN_PACKAGES[c] for c in commands if shutil.which(c) is None})
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise ToolError(f"missing {', '.join(missing)}: install them with `apt-get install {' '.join(missing)}`")
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]
+    for argv in (["apt-get", "update", "-qq"], install):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise ToolError(f"`{' '.join(argv)}` failed: {done.stderr.strip()[-800:]}")
+
+
 def gateway_api_crds() -> Path:
     """The Gateway API's standard-channel CRDs, from the sigs.k8s.io/gateway-api Go module."""
     out = subprocess.run(
