@@ -85,14 +85,17 @@ def _exists(tag: str) -> bool:
     return found.returncode == 0
 
 
-def _run(step: str, argv: list[str], log: Path) -> None:
+def _run(step: str, argv: list[str], log: Path) -> str:
+    """Run one build step with its output appended to `log`; return its standard output."""
     with log.open("ab") as sink:
         sink.write(f"\n$ {' '.join(argv)}\n".encode())
         sink.flush()
-        done = subprocess.run(argv, stdout=sink, stderr=subprocess.STDOUT, check=False)
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=sink, check=False)
+        sink.write(done.stdout)
     if done.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-15:]
         raise ImageError(f"{step} failed (exit {done.returncode}); last lines of {log}:\n" + "\n".join(tail))
+    return done.stdout.decode(errors="replace").strip()
 
 
 def _build_base(tag: str, log: Path) -> None:
@@ -112,13 +115,9 @@ def _build_base(tag: str, log: Path) -> None:
         )
         for cache in ("var/lib/apt/lists", "var/cache/apt"):
             shutil.rmtree(rootfs / cache, ignore_errors=True)
-        container = subprocess.run(
-            ["buildah", "from", "scratch"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        container = _run("creating the base container", ["buildah", "from", "scratch"], log)
         try:
-            mount = subprocess.run(
-                ["buildah", "mount", container], capture_output=True, text=True, check=True
-            ).stdout.strip()
+            mount = _run("mounting the base container", ["buildah", "mount", container], log)
             _run("copying the root filesystem", ["cp", "-a", f"{rootfs}/.", mount], log)
             _run("unmounting the base", ["buildah", "umount", container], log)
             _run(
@@ -160,6 +159,11 @@ def _build_lock() -> Iterator[None]:
         yield
 
 
+def build_log() -> Path:
+    """The output of the latest build that had something to build."""
+    return tools.cache_root().parent / "images.log"
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -167,13 +171,17 @@ def _say(message: str) -> None:
 def build() -> Images:
     """Build the base and both images unless an image with the same inputs exists; return their tags."""
     tools.require_debian_packages("buildah", "debootstrap")
-    log = tools.cache_root().parent / "images.log"
+    log = build_log()
     with _build_lock():
         base = base_tag()
         images = Images(base, runtime=image_tag("runtime", base), operator=image_tag("operator", base))
+        building = False
         for name, tag in (("base", images.base), ("runtime", images.runtime), ("operator", images.operator)):
             if _exists(tag):
                 continue
+            if not building:
+                log.write_bytes(b"")  # the log holds the latest build only
+                building = True
             started = time.monotonic()
             _say(f"[images] building {tag} (log: {log})")
             if name == "base":
