@@ -27,8 +27,13 @@ LABEL modelship.image="modelship/operator" \
       org.opencontainers.image.title="ModelShip operator" \
       org.opencontainers.image.source="https://github.com/modelship/modelship"
 COPY --from=dependencies /opt/modelship /opt/modelship
-RUN --mount=type=bind,from=package,source=/wheels,target=/wheels \
-    /opt/modelship/bin/pip install --no-deps --no-cache-dir --disable-pip-version-check /wheels/*.whl
+# A named user for uid 1000: libraries ask who they run as (getpass.getuser(), kopf's identity, torch's cache).
+RUN groupadd --system --gid 1000 modelship \
+    && useradd --system --uid 1000 --gid 1000 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin modelship
+# Copied, not bind-mounted from the stage: buildah cannot bind a stage it took from its layer cache.
+COPY --from=package /wheels /tmp/wheels
+RUN /opt/modelship/bin/pip install --no-deps --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels
 ENV PATH=/opt/modelship/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

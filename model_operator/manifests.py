@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from model_runtime.contract import RoutingConfig, scrape_annotations
+from model_runtime.contract import SERVICE_PORT_NAME, RoutingConfig, scrape_annotations
 
 from .api.spec import ModelDeploymentSpec
 from .naming import (
@@ -27,6 +27,8 @@ from .settings import OperatorSettings
 
 MODELS_MOUNT = "/models"
 SHUTDOWN_SECONDS = 25
+# How long a model pod may take to load and warm up before kubelet restarts it: large models take minutes.
+MODEL_STARTUP_SECONDS = 900
 GPU_RESOURCE = "nvidia.com/gpu"
 
 
@@ -62,17 +64,14 @@ def _field(path: str) -> dict[str, Any]:
     return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def _identity_env(name: str, revision: str, settings: OperatorSettings) -> list[dict[str, Any]]:
-    env = [
+def _identity_env(name: str, revision: str) -> list[dict[str, Any]]:
+    return [
         {"name": "MODELSHIP_NAMESPACE", **_field("metadata.namespace")},
         {"name": "MODELSHIP_MODEL_DEPLOYMENT", "value": name},
         {"name": "MODELSHIP_REVISION", "value": revision},
         {"name": "MODELSHIP_PORT", "value": str(RUNTIME_PORT)},
         {"name": "HOME", "value": "/tmp"},
     ]
-    if settings.bind_pod_ip:
-        env.append({"name": "MODELSHIP_HOST", **_field("status.podIP")})
-    return env
 
 
 def _api_key_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
@@ -86,21 +85,31 @@ def _scrape_annotations() -> dict[str, str]:
     return scrape_annotations(RUNTIME_PORT)
 
 
-def _probes() -> dict[str, Any]:
-    return {
+def _probes(startup_seconds: int | None = None) -> dict[str, Any]:
+    """Readiness and liveness; with `startup_seconds`, a startup probe that holds both back until the
+    model is loaded and warm (or restarts the container once that budget is spent)."""
+    probes: dict[str, Any] = {
         "readinessProbe": {
-            "httpGet": {"path": "/health/ready", "port": "http"},
+            "httpGet": {"path": "/health/ready", "port": SERVICE_PORT_NAME},
             "periodSeconds": 2,
             "timeoutSeconds": 2,
             "failureThreshold": 2,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/health/live", "port": "http"},
+            "httpGet": {"path": "/health/live", "port": SERVICE_PORT_NAME},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 6,
         },
     }
+    if startup_seconds:
+        probes["startupProbe"] = {
+            "httpGet": {"path": "/health/ready", "port": SERVICE_PORT_NAME},
+            "periodSeconds": 1,
+            "timeoutSeconds": 2,
+            "failureThreshold": startup_seconds,
+        }
+    return probes
 
 
 def revision_deployment(
@@ -109,7 +118,7 @@ def revision_deployment(
     runtime, limits = spec.runtime, spec.runtime.limits
     path, volumes, mounts = model_location(spec)
     env = [
-        *_identity_env(name, revision, settings),
+        *_identity_env(name, revision),
         {"name": "MODELSHIP_MODEL_PATH", "value": path},
         {"name": "MODELSHIP_MODEL_NAME", "value": name},
         {"name": "MODELSHIP_TASK", "value": spec.model.task},
@@ -141,11 +150,11 @@ def revision_deployment(
         "image": runtime.image or settings.runtime_image,
         "args": ["serve"],
         "env": env,
-        "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "ports": [{"name": SERVICE_PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
         "resources": resources,
         "securityContext": _container_security(settings.runtime_user),
         "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
-        **_probes(),
+        **_probes(startup_seconds=MODEL_STARTUP_SECONDS),
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -173,6 +182,10 @@ def revision_deployment(
     }
 
 
+def _service_ports() -> list[dict[str, Any]]:
+    return [{"name": SERVICE_PORT_NAME, "port": SERVICE_PORT, "targetPort": SERVICE_PORT_NAME, "protocol": "TCP"}]
+
+
 def revision_service(name: str, revision: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -180,7 +193,7 @@ def revision_service(name: str, revision: str) -> dict[str, Any]:
         "metadata": {"name": revision_name(name, revision), "labels": revision_labels(name, revision)},
         "spec": {
             "selector": revision_selector(name, revision),
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": _service_ports(),
         },
     }
 
@@ -192,7 +205,7 @@ def replicas_service(name: str) -> dict[str, Any]:
         "metadata": {"name": name, "labels": common_labels(name, "model")},
         "spec": {
             "selector": model_pods_selector(name),
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": _service_ports(),
         },
     }
 
@@ -228,7 +241,7 @@ def router_objects(
         "kind": "Role",
         "metadata": {"name": router, "labels": labels},
         "rules": [
-            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
             {
                 "apiGroups": [""],
                 "resources": ["configmaps"],
@@ -245,7 +258,7 @@ def router_objects(
         "subjects": [{"kind": "ServiceAccount", "name": router}],
     }
     env = [
-        *_identity_env(name, "router", settings),
+        *_identity_env(name, "router"),
         {"name": "MODELSHIP_ROUTING_CONFIGMAP", "value": routing_config_name(name)},
         {"name": "MODELSHIP_UPSTREAM_PORT", "value": str(RUNTIME_PORT)},
         *_api_key_env(spec),
@@ -283,7 +296,7 @@ def router_objects(
                             "image": settings.router_image or settings.runtime_image,
                             "args": ["router"],
                             "env": env,
-                            "ports": [{"name": "http", "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+                            "ports": [{"name": SERVICE_PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
                             "resources": {
                                 "requests": {"cpu": "100m", "memory": "128Mi"},
                                 "limits": {"memory": "512Mi"},
@@ -311,7 +324,7 @@ def router_objects(
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "selector": router_selector(name),
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": _service_ports(),
         },
     }
     return [config_map, account, role, binding, deployment, service]

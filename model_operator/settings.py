@@ -22,9 +22,6 @@ class OperatorSettings(BaseModel):
     scale_down_delay_seconds: float = Field(default=30.0, ge=0)
     """How long a replaced stable revision keeps running after promotion, so in-flight requests and
     clients that still route to it finish before its pods go."""
-    bind_pod_ip: bool = False
-    """Make model and router pods listen on their pod IP instead of 0.0.0.0: for clusters where pods share
-    one network namespace (the local pod runner). Leave off on real clusters (port-forward needs it off)."""
     resync_seconds: float = Field(default=30.0, gt=0)
     """Longest time between two reconciles of a resource when nothing happens."""
     metrics_port: int = Field(default=8000, ge=0, le=65535)

@@ -65,6 +65,11 @@ def load_and_start(settings: RuntimeSettings, dataplane: DataPlane) -> None:
     dataplane.metrics.describe_model(settings.task, placement.device, str(placement.dtype).removeprefix("torch."))
     dataplane.metrics.bind_gauges(lambda: engine.waiting, dataplane.drift.score)
     warm_up(engine, loaded)
+    if settings.fault_warmup_seconds:
+        log.warning(
+            "fault injection: warming up %.0fs longer (MODELSHIP_FAULT_WARMUP_SECONDS)", settings.fault_warmup_seconds
+        )
+        time.sleep(settings.fault_warmup_seconds)
     if settings.fault_never_ready:
         log.warning("fault injection: this pod will never report ready (MODELSHIP_FAULT_NEVER_READY)")
         return

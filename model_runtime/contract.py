@@ -17,6 +17,9 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 COMPONENT_MODEL = "model"
 COMPONENT_ROUTER = "router"
 RUNTIME_PORT = 8080
+# The name of the model and router containers' port and of their Services' port: the router reads the
+# port number of an endpoint from its EndpointSlice by this name.
+SERVICE_PORT_NAME = "http"
 ROUTING_KEY = "routing.json"  # the key of the routing ConfigMap NAME-routing
 
 

@@ -48,6 +48,8 @@ class RuntimeSettings(BaseModel):
     fault_latency_seconds: float = Field(default=0.0, ge=0)
     fault_error_rate: float = Field(default=0.0, ge=0, le=1)
     fault_never_ready: bool = False
+    fault_warmup_seconds: float = Field(default=0.0, ge=0, le=3600)
+    """A warm-up this much longer than the real one: a model slow to become ready (rollout tests)."""
     latency_buckets: str = ""
     """Request-latency histogram bounds in seconds, comma-separated; empty: model_runtime.contract's default."""
 
@@ -63,7 +65,9 @@ class RuntimeSettings(BaseModel):
 
     @model_validator(mode="after")
     def _faults_need_the_switch(self) -> RuntimeSettings:
-        injected = self.fault_latency_seconds or self.fault_error_rate or self.fault_never_ready
+        injected = (
+            self.fault_latency_seconds or self.fault_error_rate or self.fault_never_ready or self.fault_warmup_seconds
+        )
         if injected and not self.faults_enabled:
             raise ValueError(
                 "fault injection settings need MODELSHIP_FAULTS_ENABLED=true (--faults-enabled); "

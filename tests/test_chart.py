@@ -14,6 +14,9 @@ import pytest
 import yaml
 
 from e2e.cluster import tools
+from model_operator import manifests
+from model_operator.api import parse_spec
+from model_operator.settings import OperatorSettings
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "modelship"
@@ -127,8 +130,25 @@ def test_rbac_is_least_privilege() -> None:
         assert "*" not in rule["verbs"], rule
         assert "*" not in rule["resources"], rule
         assert "secrets" not in rule["resources"], "the operator never reads Secrets"
-        if rule["resources"] == ["pods"]:
+        if rule["resources"] == ["endpointslices"]:
             assert set(rule["verbs"]) == {"get", "list", "watch"}
+
+
+def _permissions(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+@pytest.mark.parametrize("options", [(), tuple(ALL_OPTIONS)])
+def test_the_operator_holds_every_permission_it_grants_a_router(options: tuple[str, ...]) -> None:
+    """Kubernetes refuses a Role that grants more than its creator holds (RBAC escalation prevention)."""
+    spec = parse_spec({"model": {"uri": "pvc://models/tiny"}})
+    routing = manifests.routing_config(spec, "s1", None, 0)
+    router_role = next(
+        o for o in manifests.router_objects("chat", spec, OperatorSettings(), routing) if o["kind"] == "Role"
+    )
+    for role in (d for d in render(*options) if d["kind"] in ("ClusterRole", "Role")):
+        if any("modeldeployments" in rule["resources"] for rule in role["rules"]):
+            assert _permissions(router_role["rules"]) <= _permissions(role["rules"]), role["metadata"]["name"]
 
 
 def test_namespace_scope_renders_roles_per_namespace() -> None:

@@ -12,8 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model_operator import manifests, promql
 from model_operator.api import parse_spec
-from model_operator.settings import OperatorSettings
-from model_runtime.contract import MIRROR_HEADER, SOURCE_MIRROR, SOURCE_USER, RoutingConfig
+from model_runtime.contract import MIRROR_HEADER, SOURCE_MIRROR, SOURCE_USER, RoutingConfig, model_pods_label_selector
 from model_runtime.metrics import RuntimeMetrics
 from model_runtime.router.config import parse_routing
 from model_runtime.router.discovery import ready_endpoints
@@ -32,13 +31,18 @@ def test_the_routing_config_the_operator_writes_is_the_one_the_router_reads(cana
     assert read.mirror_percent == (7 if canary else 0)
 
 
-def test_the_router_finds_the_pods_the_operator_labels() -> None:
-    deployment = manifests.revision_deployment("chat", SPEC, "c1", 1, OperatorSettings())
-    pod = {
-        "metadata": {"labels": deployment["spec"]["template"]["metadata"]["labels"]},
-        "status": {"podIP": "10.0.0.7", "conditions": [{"type": "Ready", "status": "True"}]},
+def test_the_router_finds_the_endpoints_of_the_services_the_operator_makes() -> None:
+    """The EndpointSlice controller copies a Service's labels onto its slices; the router selects them."""
+    service = manifests.revision_service("chat", "c1")
+    endpoint_slice = {
+        "metadata": {"labels": {**service["metadata"]["labels"], "kubernetes.io/service-name": "chat-c1"}},
+        "addressType": "IPv4",
+        "ports": [{"name": service["spec"]["ports"][0]["name"], "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.0.0.7"], "conditions": {"ready": True}}],
     }
-    ready, known = ready_endpoints([pod], 8080)
+    selector = dict(term.split("=") for term in model_pods_label_selector("chat").split(","))
+    assert selector.items() <= endpoint_slice["metadata"]["labels"].items()
+    ready, known = ready_endpoints([endpoint_slice], 9999)
     assert ready == {"c1": ["10.0.0.7:8080"]}
     assert known == {"c1"}
 

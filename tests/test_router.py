@@ -132,21 +132,40 @@ def test_top_tokens_reads_both_response_shapes() -> None:
     assert top_tokens({"choices": []}) == []
 
 
-def test_ready_endpoints_skip_unready_and_terminating_pods() -> None:
-    def pod(revision: str, ip: str, ready: bool = True, deleting: bool = False) -> dict[str, Any]:
-        meta: dict[str, Any] = {"labels": {"modelship.io/revision": revision}}
-        if deleting:
-            meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-        return {
-            "metadata": meta,
-            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
-        }
+def _slice(revision: str | None, *endpoints: tuple[str, bool], port: int | None = 8080) -> dict[str, Any]:
+    labels = {"modelship.io/revision": revision} if revision else {}
+    return {
+        "metadata": {"labels": labels},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port}] if port else [],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": ready}} for ip, ready in endpoints],
+    }
 
-    ready, known = ready_endpoints(
-        [pod("s", "127.0.0.2"), pod("s", "127.0.0.3", ready=False), pod("c", "127.0.0.4", deleting=True)], 8080
-    )
-    assert ready == {"s": ["127.0.0.2:8080"]}
-    assert known == {"s", "c"}
+
+@pytest.mark.parametrize(
+    ("slices", "ready", "known"),
+    [
+        ([_slice("s", ("10.0.0.2", True), ("10.0.0.3", False))], {"s": ["10.0.0.2:8080"]}, {"s"}),
+        # Terminating endpoints are not ready: known, out of rotation.
+        ([_slice("c", ("10.0.0.4", False))], {}, {"c"}),
+        # A Service without endpoints yet: its revision has no pods.
+        ([_slice("c")], {}, set()),
+        # Two slices of one Service add up; the slice's port wins over the fallback.
+        (
+            [_slice("s", ("10.0.0.2", True)), _slice("s", ("10.0.0.5", True), port=9000)],
+            {"s": ["10.0.0.2:8080", "10.0.0.5:9000"]},
+            {"s"},
+        ),
+        ([_slice("s", ("10.0.0.2", True), port=None)], {"s": ["10.0.0.2:7777"]}, {"s"}),
+        # Not a revision's Service (replicas mode's shared one): ignored.
+        ([_slice(None, ("10.0.0.9", True))], {}, set()),
+        ([{**_slice("s", ("fd00::1", True)), "addressType": "IPv6"}], {}, set()),
+    ],
+)
+def test_ready_endpoints_from_endpoint_slices(
+    slices: list[dict[str, Any]], ready: dict[str, list[str]], known: set[str]
+) -> None:
+    assert ready_endpoints(slices, 7777) == (ready, known)
 
 
 def test_probe_request_is_greedy_with_logprobs() -> None:

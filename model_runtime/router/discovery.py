@@ -1,6 +1,7 @@
-"""Where the routing config and the pods come from: the Kubernetes API (a watch on the ConfigMap and on
-the ModelDeployment's model pods, least privilege), or a file (tests and benchmarks). Watches run in
-threads and hand their results to the event loop."""
+"""Where the routing config and the endpoints come from: the Kubernetes API (a watch on the ConfigMap and on
+the EndpointSlices of the ModelDeployment's revision Services, as kube-proxy and every mesh find
+endpoints; least privilege), or a file (tests and benchmarks). Watches run in threads and hand their
+results to the event loop."""
 
 from __future__ import annotations
 
@@ -13,28 +14,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from model_runtime.contract import LABEL_REVISION, ROUTING_KEY, model_pods_label_selector
+from model_runtime.contract import LABEL_REVISION, ROUTING_KEY, SERVICE_PORT_NAME, model_pods_label_selector
 
 from .state import RouterState
 
 log = logging.getLogger("model_runtime.router")
 
 
-def ready_endpoints(pods: list[dict[str, Any]], port: int) -> tuple[dict[str, list[str]], set[str]]:
-    """(ready host:port per revision, every revision with a pod): as an EndpointSlice would, a terminating
-    or unready pod is out of rotation."""
+def ready_endpoints(slices: list[dict[str, Any]], port: int) -> tuple[dict[str, list[str]], set[str]]:
+    """(ready host:port per revision, every revision with an endpoint at all) from EndpointSlices. A slice
+    carries its Service's labels, so its revision; an endpoint that is not ready (unready, or terminating)
+    is out of rotation. The slice's own port wins over `port`, which is only the fallback."""
     ready: dict[str, list[str]] = {}
     known: set[str] = set()
-    for pod in pods:
-        meta, status = pod.get("metadata", {}), pod.get("status", {})
-        revision = (meta.get("labels") or {}).get(LABEL_REVISION)
-        if not revision:
+    for endpoint_slice in slices:
+        revision = ((endpoint_slice.get("metadata") or {}).get("labels") or {}).get(LABEL_REVISION)
+        if not revision or endpoint_slice.get("addressType", "IPv4") != "IPv4":
             continue
-        known.add(revision)
-        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-        if meta.get("deletionTimestamp") or conditions.get("Ready") != "True" or not status.get("podIP"):
-            continue
-        ready.setdefault(revision, []).append(f"{status['podIP']}:{port}")
+        ports = endpoint_slice.get("ports") or []
+        named = [p.get("port") for p in ports if p.get("name") == SERVICE_PORT_NAME and p.get("port")]
+        target = named[0] if named else port
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            addresses = endpoint.get("addresses") or []
+            if not addresses:
+                continue
+            known.add(revision)
+            if (endpoint.get("conditions") or {}).get("ready") is True:
+                ready.setdefault(revision, []).append(f"{addresses[0]}:{target}")
     return ready, known
 
 
@@ -68,7 +74,8 @@ class FileDiscovery:
 
 
 class KubeDiscovery:
-    """Watches the routing ConfigMap (by name) and the model pods (by label) of one ModelDeployment."""
+    """Watches the routing ConfigMap (by name) and the EndpointSlices of the model Services (by label) of
+    one ModelDeployment."""
 
     def __init__(self, namespace: str, model_deployment: str, configmap: str, port: int, state: RouterState) -> None:
         self.namespace, self.name, self.configmap, self.port = namespace, model_deployment, configmap, port
@@ -83,11 +90,13 @@ class KubeDiscovery:
             api = client.ApiClient()
         except config.ConfigException:
             api = config.new_client_from_config()  # type: ignore[no-untyped-call]
-        core = client.CoreV1Api(api)
+        core, discovery = client.CoreV1Api(api), client.DiscoveryV1Api(api)
         loop = asyncio.get_running_loop()
         threads = [
             threading.Thread(target=self._watch_config, args=(core, api, loop), daemon=True, name="watch-config"),
-            threading.Thread(target=self._watch_pods, args=(core, api, loop), daemon=True, name="watch-pods"),
+            threading.Thread(
+                target=self._watch_endpoints, args=(discovery, api, loop), daemon=True, name="watch-endpoints"
+            ),
         ]
         for thread in threads:
             thread.start()
@@ -119,32 +128,32 @@ class KubeDiscovery:
                 log.warning("routing config watch: %s; retrying", error)
                 time.sleep(1)
 
-    def _watch_pods(self, core: Any, api: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def _watch_endpoints(self, discovery: Any, api: Any, loop: asyncio.AbstractEventLoop) -> None:
         from kubernetes import watch
 
         selector = model_pods_label_selector(self.name)
         while not self._stop.is_set():
             try:
-                listing = core.list_namespaced_pod(self.namespace, label_selector=selector)
-                pods = {p.metadata.uid: api.sanitize_for_serialization(p) for p in listing.items}
-                self._publish(pods, loop)
+                listing = discovery.list_namespaced_endpoint_slice(self.namespace, label_selector=selector)
+                slices = {s.metadata.uid: api.sanitize_for_serialization(s) for s in listing.items}
+                self._publish(slices, loop)
                 for event in watch.Watch().stream(  # type: ignore[no-untyped-call]
-                    core.list_namespaced_pod,
+                    discovery.list_namespaced_endpoint_slice,
                     self.namespace,
                     label_selector=selector,
                     timeout_seconds=120,
                     resource_version=listing.metadata.resource_version,
                 ):
-                    pod = api.sanitize_for_serialization(event["object"])
+                    endpoint_slice = api.sanitize_for_serialization(event["object"])
                     if event["type"] == "DELETED":
-                        pods.pop(pod["metadata"]["uid"], None)
+                        slices.pop(endpoint_slice["metadata"]["uid"], None)
                     else:
-                        pods[pod["metadata"]["uid"]] = pod
-                    self._publish(pods, loop)
+                        slices[endpoint_slice["metadata"]["uid"]] = endpoint_slice
+                    self._publish(slices, loop)
             except Exception as error:
-                log.warning("pod watch: %s; retrying", error)
+                log.warning("endpoint watch: %s; retrying", error)
                 time.sleep(1)
 
-    def _publish(self, pods: dict[str, dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
-        ready, known = ready_endpoints(list(pods.values()), self.port)
+    def _publish(self, slices: dict[str, dict[str, Any]], loop: asyncio.AbstractEventLoop) -> None:
+        ready, known = ready_endpoints(list(slices.values()), self.port)
         loop.call_soon_threadsafe(self.state.set_endpoints, ready, known)

@@ -45,9 +45,9 @@ scope share these rules. */}}
 - apiGroups: [""]
   resources: ["services", "configmaps", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Routers read pods; the operator may only grant what it holds.
-- apiGroups: [""]
-  resources: ["pods"]
+# Routers read their revisions' EndpointSlices; the operator may only grant what it holds.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
