@@ -28,10 +28,13 @@ def control_plane() -> Iterator[ControlPlane]:
     if reuse:
         plane = ControlPlane(reuse)
         plane.check()
+        plane.update_images()
+        plane.enter()
         yield plane
         return
     plane = ControlPlane(f"e2e-{os.getpid()}", scrape_interval="1s", backoff_seconds=2.0)
     plane.up()
+    plane.enter()  # this thread, and what it starts, talk to the cluster from inside its network namespace
     try:
         yield plane
     finally:

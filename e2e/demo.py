@@ -51,7 +51,8 @@ SPEC: dict[str, Any] = {
     "model": {"uri": "pvc://models/model", "task": "text-generation"},
     "runtime": {
         "replicas": 1,
-        "resources": {"limits": {"cpu": "1"}},
+        # A user sizes requests to their nodes: stable, canary and router fit the 2 cores of the local node.
+        "resources": {"requests": {"cpu": "500m"}, "limits": {"cpu": "1"}},
         "batching": {"maxBatchSize": 16, "maxBatchWaitMs": 5},
         "limits": {"maxNewTokens": 64, "maxInputTokens": 512},
     },
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         plane.check()
         cluster = ClusterInfo.load(plane.root)
+    plane.enter()  # the cluster's addresses (API server, Prometheus, pods) exist inside its namespace
     namespace = args.namespace
     try:
         kubectl = Kubectl(cluster.kubeconfig)
@@ -339,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"timeline written to {path}")
         if args.keep:
             say(
-                f"the cluster keeps running: export KUBECONFIG={cluster.kubeconfig}; "
+                f"the cluster keeps running; its addresses exist inside its network namespace: "
+                f"nsenter --net={plane.namespaces.net} -- env KUBECONFIG={cluster.kubeconfig} kubectl get pods -A; "
                 f"take it down with `python -m e2e.cluster down --name demo`"
             )
         results = [h["result"] for h in history]

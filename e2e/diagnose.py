@@ -140,10 +140,10 @@ def explain_namespace(api: client.ApiClient, namespace: str) -> str:
 
 def _log_tail(core: client.CoreV1Api, namespace: str, pod: str, container: str, previous: bool) -> str:
     try:
-        text: str = core.read_namespaced_pod_log(
+        text: str | None = core.read_namespaced_pod_log(
             pod, namespace, container=container, tail_lines=LOG_LINES, previous=previous
         )
-        return text
+        return text or ""  # the client gives None for an empty log
     except ApiException as error:
         return f"(no log: {error.status} {error.reason})"
 

@@ -1,5 +1,6 @@
 """A load generator for the end-to-end scenarios: steady requests to pod addresses, with every answer
-recorded (status, latency, serving revision). Bounded in count and time; loopback addresses only."""
+recorded (status, latency, serving revision). Bounded in count and time; loopback addresses, or any address
+from inside a cluster's own network namespace (which has no way out), only."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from e2e.cluster.namespaces import in_cluster_network
 
 MAX_REQUESTS = 200_000
 MAX_SECONDS = 1800.0
@@ -44,10 +47,12 @@ class LoadReport:
         return f"{len(self.results)} requests, codes {dict(codes)}, revisions {dict(self.revisions())}"
 
 
-def _loopback(url: str) -> None:
+def _contained(url: str) -> None:
     host = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
-    if not ipaddress.ip_address(host).is_loopback:
-        raise ValueError(f"load tests only send traffic to 127.0.0.0/8, not {host}")
+    if not (ipaddress.ip_address(host).is_loopback or in_cluster_network()):
+        raise ValueError(
+            f"load tests only send traffic to 127.0.0.0/8 or inside a local cluster's network namespace, not {host}"
+        )
 
 
 class LoadGenerator:
@@ -100,7 +105,7 @@ class LoadGenerator:
                 if time.monotonic() - refreshed > 1.0:
                     fresh = await asyncio.to_thread(self.targets)
                     for url in fresh:
-                        _loopback(url)
+                        _contained(url)
                     current, refreshed = fresh or current, time.monotonic()
                 if current:
                     await gate.acquire()

@@ -29,7 +29,7 @@ BASE_SPEC: dict[str, Any] = {
     "model": {"uri": "pvc://models/tiny"},
     "runtime": {
         "replicas": 1,
-        "resources": {"limits": {"cpu": "1"}},
+        "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}},
         "batching": {"maxBatchSize": 8, "maxBatchWaitMs": 2},
     },
     "traffic": {"mode": "router", "mirrorPercent": 25},
@@ -66,9 +66,12 @@ def helm(*args: str, kubeconfig: str, check: bool = True) -> Any:
 
 
 def chart_values(cluster: ClusterInfo, **extra: str) -> list[str]:
+    """Only what a user sets too: the images (as the cluster's node has them) and where Prometheus is."""
+    repository, tag = cluster.operator_image.rsplit(":", 1)
     values = {
-        "image.repository": "modelship/operator",
-        "runtime.bindPodIP": "true",
+        "image.repository": repository,
+        "image.tag": tag,
+        "runtime.image": cluster.runtime_image,
         "prometheus.url": cluster.prometheus,
         "scaleDownDelaySeconds": "5",
         "logLevel": "INFO",

@@ -12,19 +12,20 @@ from pathlib import Path
 import urllib3
 from kubernetes import client, watch
 
+from e2e.cluster.node import Node
 from e2e.kube import Kubectl
 from e2e.modelship import OPERATOR_NAMESPACE
 
 CLOCK_TICKS = 100  # USER_HZ on Linux
 
 
-def operator_pid(core: client.CoreV1Api) -> int:
-    """The operator container's process: the pod runner names it in the container ID (local://PID)."""
+def operator_pid(core: client.CoreV1Api, node: Node) -> int:
+    """The host pid of the ready operator container's process."""
     pods = core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=modelship").items
     for pod in pods:
         for status in pod.status.container_statuses or []:
             if status.ready and status.container_id:
-                return int(status.container_id.removeprefix("local://"))
+                return node.container_pid(status.container_id)
     raise AssertionError(f"no ready operator container in {OPERATOR_NAMESPACE}")
 
 
@@ -73,7 +74,12 @@ class Cost:
 
 
 def measure(
-    core: client.CoreV1Api, custom: client.CustomObjectsApi, kubectl: Kubectl, namespace: str, seconds: float
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    kubectl: Kubectl,
+    node: Node,
+    namespace: str,
+    seconds: float,
 ) -> Cost:
     """Watch `namespace`'s ModelDeployments for `seconds` while counting what the operator spends."""
     writes: Counter[str] = Counter()
@@ -97,7 +103,7 @@ def measure(
         except urllib3.exceptions.ProtocolError:
             pass  # the stream was stopped at the end of the window
 
-    pid = operator_pid(core)
+    pid = operator_pid(core, node)
     thread = threading.Thread(target=count, daemon=True)
     thread.start()
     started, cpu, requests = time.monotonic(), cpu_seconds(pid), modeldeployment_requests(kubectl)

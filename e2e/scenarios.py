@@ -7,14 +7,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from e2e.cluster.node import Node
 from e2e.modelship import BASE_SPEC, Deployed
 
 FAULTS = [{"name": "MODELSHIP_FAULTS_ENABLED", "value": "true"}]
 
 
 def healthy(deployed: Deployed, spec: dict[str, Any] = BASE_SPEC) -> str:
+    """Apply `spec` and wait until it serves: phase Healthy and Ready (every child applied, e.g. an
+    HTTPRoute whose CRD was installed after the operator started, which it notices within 30 s)."""
     deployed.apply(spec)
-    status = deployed.wait_phase("Healthy", timeout=120)
+    deployed.wait_phase("Healthy", timeout=120)
+    status = deployed.wait(
+        lambda s: any(c["type"] == "Ready" and c["status"] == "True" for c in s.get("conditions", [])),
+        "Ready",
+        timeout=60,
+    )
     return str(status["stableRevision"])
 
 
@@ -39,9 +47,9 @@ def ended(deployed: Deployed, result: str, after: int, timeout: float = 180) -> 
     return entry
 
 
-def process_uid(pod: Any) -> int:
-    """The real uid of the pod's first container's process, which the pod runner names in containerID."""
-    pid = pod.status.container_statuses[0].container_id.removeprefix("local://")
+def process_uid(node: Node, pod: Any) -> int:
+    """The real uid, as the machine sees it, of the process of the pod's first container."""
+    pid = node.container_pid(pod.status.container_statuses[0].container_id)
     line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("Uid:"))
     return int(line.split()[1])
 

@@ -28,10 +28,11 @@ def _chart_objects(kubectl: Kubectl, release: str) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
-def test_helm_install_upgrade_uninstall_leave_nothing_behind(models_dir: Path) -> None:
+def test_helm_install_upgrade_uninstall_leave_nothing_behind(models_dir: Path, control_plane: ControlPlane) -> None:
     plane = ControlPlane(f"e2e-helm-{os.getpid()}", backoff_seconds=2.0)
-    info = plane.up()
+    info = plane.up(private_store=("runtime", "operator"))
     try:
+        plane.enter()
         kubectl = Kubectl(info.kubeconfig)
         kubectl("create", "namespace", "apps")
         # Namespaced RBAC: the operator may act only in "apps".
@@ -94,6 +95,7 @@ def test_helm_install_upgrade_uninstall_leave_nothing_behind(models_dir: Path) -
         wait_until(lambda: not deployed.deployments(), "children garbage-collected", 60)
         wait_until(lambda: not deployed.pods() and not deployed.pods("router"), "pods gone", 60)
     finally:
+        control_plane.enter()
         plane.down()
 
 

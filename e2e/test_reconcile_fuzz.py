@@ -16,6 +16,8 @@ import yaml
 from hypothesis import given
 from kubernetes import client
 
+from e2e.cluster.controlplane import ControlPlane
+from e2e.cluster.node import Node
 from e2e.kube import Kubectl, wait_until
 from e2e.operator_cost import Cost, measure
 from e2e.spec_fuzz import api_server_verdict, fuzz_settings, mutated_specs, operator_problems
@@ -106,6 +108,7 @@ def settle_and_measure(
     kubectl: Kubectl,
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
+    node: Node,
     namespace: str,
     specs: list[dict[str, Any]],
 ) -> tuple[list[str], Cost]:
@@ -113,7 +116,7 @@ def settle_and_measure(
     wait_until(lambda: observed(custom, namespace, names), f"the operator to observe {names}", 60)
     start_canaries(kubectl, namespace, names)
     wait_until(lambda: observed(custom, namespace, names), f"the operator to observe the canaries of {names}", 60)
-    return names, measure(core, custom, kubectl, namespace, WINDOW_SECONDS)
+    return names, measure(core, custom, kubectl, node, namespace, WINDOW_SECONDS)
 
 
 @pytest.fixture
@@ -126,12 +129,18 @@ def second_namespace(core: client.CoreV1Api, namespace: str) -> Any:
 
 @pytest.mark.usefixtures("operator")
 def test_no_spec_costs_more_than_a_normal_one(
-    kubectl: Kubectl, core: client.CoreV1Api, custom: client.CustomObjectsApi, namespace: str, second_namespace: str
+    kubectl: Kubectl,
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    control_plane: ControlPlane,
+    namespace: str,
+    second_namespace: str,
 ) -> None:
-    _, normal = settle_and_measure(kubectl, core, custom, namespace, [NORMAL])
+    node = control_plane.node
+    _, normal = settle_and_measure(kubectl, core, custom, node, namespace, [NORMAL])
     specs = [*EXTREMES, *fuzzed_specs(kubectl, second_namespace)]
     assert sum(bool(operator_problems(s)) for s in specs) >= 2  # the operator-only rules are in the batch
-    names, fuzzed = settle_and_measure(kubectl, core, custom, second_namespace, specs)
+    names, fuzzed = settle_and_measure(kubectl, core, custom, node, second_namespace, specs)
     print("\n" + normal.line("normal", 1) + "\n" + fuzzed.line("fuzzed", len(names)))
 
     # A reconcile loop that spins writes its object over and over; the operator writes an object at most

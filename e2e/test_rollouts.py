@@ -10,10 +10,11 @@ import time
 from e2e.cluster.controlplane import ControlPlane
 from e2e.kube import Kubectl, wait_until
 from e2e.modelship import BASE_SPEC, OPERATOR_NAMESPACE, Deployed, merged
+from e2e.operator_cost import operator_pid
 from e2e.scenarios import FAULTS, ended, healthy, new_revision, process_uid, time_to_rollback
 
 
-def test_a_first_deploy_becomes_healthy(deployed: Deployed) -> None:
+def test_a_first_deploy_becomes_healthy(deployed: Deployed, control_plane: ControlPlane) -> None:
     stable = healthy(deployed)
     status = deployed.status
     assert deployed.condition("Ready")["status"] == "True"
@@ -31,7 +32,7 @@ def test_a_first_deploy_becomes_healthy(deployed: Deployed) -> None:
     assert operators.items
     assert deployed.pods("router")
     for pod in [model_pod, *deployed.pods("router"), *operators.items]:
-        assert process_uid(pod) == 1000, pod.metadata.name
+        assert process_uid(control_plane.node, pod) == 1000, pod.metadata.name
     with deployed.load(rate=10) as load:
         time.sleep(3)
     assert load.report.results
@@ -130,20 +131,9 @@ def test_e_prometheus_stopped_pauses_and_resumes(deployed: Deployed, control_pla
     assert not load.report.failures, load.report.describe()
 
 
-def _operator_pid(kubectl: Kubectl) -> int:
-    from kubernetes import client, config
-
-    api = config.new_client_from_config(config_file=kubectl.kubeconfig)
-    pods = (
-        client.CoreV1Api(api)
-        .list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/component=operator")
-        .items
-    )
-    running = [p for p in pods if p.status.container_statuses and p.status.container_statuses[0].container_id]
-    return int(running[0].status.container_statuses[0].container_id.removeprefix("local://"))
-
-
-def test_f_operator_killed_mid_rollout_carries_on(deployed: Deployed, kubectl: Kubectl) -> None:
+def test_f_operator_killed_mid_rollout_carries_on(
+    deployed: Deployed, kubectl: Kubectl, control_plane: ControlPlane
+) -> None:
     spec = merged(BASE_SPEC, {"rollout": {"steps": [{"weight": 20, "pause": "8s"}, {"weight": 50, "pause": "4s"}]}})
     healthy(deployed, spec)
     with deployed.load(rate=20) as load:
@@ -152,7 +142,7 @@ def test_f_operator_killed_mid_rollout_carries_on(deployed: Deployed, kubectl: K
         during = deployed.wait(lambda s: s.get("canaryWeight") == 20, "canary at 20%", 90)
         canary = during["canaryRevision"]
         before = deployed.deployments()
-        os.kill(_operator_pid(kubectl), signal.SIGKILL)
+        os.kill(operator_pid(deployed.core, control_plane.node), signal.SIGKILL)
         entry = ended(deployed, "Promoted", after=1, timeout=240)
     assert entry["revision"] == canary
     after = deployed.deployments()

@@ -52,6 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     plane = ControlPlane(f"bench-rollout-{os.getpid()}", backoff_seconds=2.0)
     info = plane.up()
+    plane.enter()
     try:
         kubectl = Kubectl(info.kubeconfig)
         install_operator(info, kubectl)

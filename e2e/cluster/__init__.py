@@ -1,4 +1,4 @@
-"""A real local Kubernetes control plane built from parts, with a pod runner that plays kubelet.
+"""A real local Kubernetes cluster built from parts: the control plane and one real node (containerd, kubelet).
 
 See README.md ("The local control plane") and DESIGN.md section 7.
 """

@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "up":
             info = plane.up()
             print(f"export KUBECONFIG={info.kubeconfig}")
-            print(f"# prometheus: {info.prometheus}   pods: {info.pod_subnet}.0/24   state: {info.root}")
+            print(f"# prometheus: {info.prometheus}   node: {info.node_ip}   state: {info.root}")
+            print(f"# its addresses exist inside its network namespace: {plane.namespaces.net}")
+            print(f"# enter it with: nsenter --net={plane.namespaces.net} -- bash")
         elif args.command == "down":
             plane.down()
             print(f"cluster {args.name!r} is down")

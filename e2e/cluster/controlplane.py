@@ -1,8 +1,11 @@
-"""Bring a real Kubernetes control plane up from parts, and take it down again.
+"""Bring a real Kubernetes cluster up from parts, and take it down again.
 
-etcd, kube-apiserver (TLS, RBAC), kube-controller-manager, Prometheus with Kubernetes service discovery,
-and the pod runner that plays kubelet. Every port is picked at start; every component runs detached with a
-pid file, so `up` can return while the cluster runs and `down` can end it from another process.
+etcd, kube-apiserver (TLS, Node and RBAC authorization), kube-controller-manager, kube-scheduler,
+Prometheus with Kubernetes service discovery, and one real node (containerd, kubelet, kube-proxy: see
+node.py). Everything runs inside the cluster's own network and mount namespaces (namespaces.py), so its
+addresses and mounts never reach the machine; a client enters the network namespace with `enter()`.
+Every component runs detached with a pid file, so `up` can return while the cluster runs and `down` can
+end it from another process. A bring-up first removes what a crashed cluster left behind.
 """
 
 from __future__ import annotations
@@ -10,9 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import ssl
-import subprocess
 import sys
 import time
 import urllib.request
@@ -22,13 +23,19 @@ from typing import Any
 
 import yaml
 
-from . import tools
+from . import images, tools
+from .namespaces import NamespaceError, Namespaces, stale_clusters, stop_processes
+from .node import NODE_IP, NODE_NAME, SERVICE_CIDR, Node, NodeError, cgroup_clusters, cgroup_processes, remove_cgroups
 from .pki import Authority, service_account_keys
-from .processes import Background, ComponentDied, free_port, pid_alive, wait_for
+from .processes import Background, ComponentDied, pid_alive, wait_for
 
-SERVICE_CIDR = "10.96.0.0/16"
-NODE_NAME = "modelship-local"
+# Inside the cluster's network namespace every port is free: fixed ones keep the cluster easy to read.
+ETCD_PORT = 2379
+API_PORT = 6443
+PROMETHEUS_PORT = 9090
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# What the node needs from Debian (see tools.DEBIAN_PACKAGES).
+NODE_COMMANDS = ("containerd", "runc", "iptables", "conntrack", "nsenter", str(Path("/usr/lib/cni/bridge")))
 CONTROLLERS = [
     "deployment-controller",
     "replicaset-controller",
@@ -39,6 +46,13 @@ CONTROLLERS = [
     "root-ca-certificate-publisher-controller",
     "persistentvolume-binder-controller",
     "pod-garbage-collector-controller",
+    "endpoints-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "job-controller",
+    "disruption-controller",
+    "ttl-after-finished-controller",
+    "node-lifecycle-controller",  # lifts the not-ready taint kubelet registers the node with
 ]
 
 
@@ -55,32 +69,14 @@ class ClusterInfo:
     kubeconfig: str
     api_server: str
     prometheus: str
-    pod_subnet: str  # pods get addresses <pod_subnet>.N, inside 127.0.0.0/8
-    etcd_port: int
-    api_port: int
-    prometheus_port: int
-    kubelet_port: int
+    node_ip: str  # the node's address, inside the cluster's network namespace
     scrape_interval: str
+    runtime_image: str  # ModelShip's images as its node has them (built from this checkout)
+    operator_image: str
 
     @classmethod
     def load(cls, root: Path) -> ClusterInfo:
         return cls(**json.loads((root / "cluster.json").read_text()))
-
-
-def _pick_pod_subnet(root: Path) -> str:
-    """A /24 of 127.0.0.0/8 no other local cluster uses, so two clusters never share pod addresses."""
-    taken = set()
-    for other in state_root().glob("*/cluster.json"):
-        if other.parent != root:
-            try:
-                taken.add(json.loads(other.read_text())["pod_subnet"])
-            except (OSError, ValueError, KeyError):
-                continue
-    for index in range(1, 250):
-        subnet = f"127.77.{index}"
-        if subnet not in taken:
-            return subnet
-    raise RuntimeError(f"no free pod subnet left; remove stale clusters under {state_root()}")
 
 
 class ControlPlane:
@@ -100,47 +96,52 @@ class ControlPlane:
         self.pki = self.root / "pki"
         self.logs = self.root / "logs"
         self.pids = self.root / "pids"
+        self.namespaces = Namespaces(name)
+        self.node = Node(name, self.root, self.namespaces, self.pki)
 
     # ---- components -------------------------------------------------------------------------------
-    def _component(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Background:
-        return Background(name, argv, self.logs / f"{name}.log", self.pids / f"{name}.pid", env=env, cwd=self.root)
+    def _component(self, name: str, argv: list[str]) -> Background:
+        return Background(name, argv, self.logs / f"{name}.log", self.pids / f"{name}.pid", cwd=self.root)
+
+    def _inside(self, name: str, argv: list[str]) -> Background:
+        return self._component(name, self.namespaces.argv(argv))
 
     def components(self, info: ClusterInfo) -> list[Background]:
         kube = tools.KUBERNETES
         pki = self.pki
-        etcd = self._component(
+        etcd = self._inside(
             "etcd",
             [
                 str(tools.ETCD.binary("etcd")),
                 "--name=local",
                 f"--data-dir={self.root / 'etcd'}",
-                f"--listen-client-urls=http://127.0.0.1:{info.etcd_port}",
-                f"--advertise-client-urls=http://127.0.0.1:{info.etcd_port}",
-                f"--listen-peer-urls=http://127.0.0.1:{info.etcd_port + 1}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{info.etcd_port + 1}",
-                f"--initial-cluster=local=http://127.0.0.1:{info.etcd_port + 1}",
+                f"--listen-client-urls=http://127.0.0.1:{ETCD_PORT}",
+                f"--advertise-client-urls=http://127.0.0.1:{ETCD_PORT}",
+                f"--listen-peer-urls=http://127.0.0.1:{ETCD_PORT + 1}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{ETCD_PORT + 1}",
+                f"--initial-cluster=local=http://127.0.0.1:{ETCD_PORT + 1}",
                 "--unsafe-no-fsync",
                 "--log-level=warn",
                 "--quota-backend-bytes=2147483648",
             ],
         )
-        apiserver = self._component(
+        apiserver = self._inside(
             "kube-apiserver",
             [
                 str(kube.binary("kube-apiserver")),
-                f"--etcd-servers=http://127.0.0.1:{info.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={info.api_port}",
+                f"--etcd-servers=http://127.0.0.1:{ETCD_PORT}",
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={NODE_IP}",
+                f"--secure-port={API_PORT}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--authorization-mode=RBAC",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
@@ -150,7 +151,7 @@ class ControlPlane:
                 "--v=1",
             ],
         )
-        controller_manager = self._component(
+        controller_manager = self._inside(
             "kube-controller-manager",
             [
                 str(kube.binary("kube-controller-manager")),
@@ -167,34 +168,38 @@ class ControlPlane:
                 "--v=1",
             ],
         )
-        prometheus = self._component(
+        prometheus = self._inside(
             "prometheus",
             [
                 str(tools.PROMETHEUS.binary("prometheus")),
                 f"--config.file={self.root / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.root / 'prometheus-data'}",
-                f"--web.listen-address=127.0.0.1:{info.prometheus_port}",
+                f"--web.listen-address=0.0.0.0:{PROMETHEUS_PORT}",
                 "--web.enable-lifecycle",
                 "--storage.tsdb.retention.time=1d",
                 "--log.level=warn",
             ],
         )
-        podrunner = self._component(
-            "podrunner",
+        scheduler = self._inside(
+            "kube-scheduler",
             [
-                sys.executable,
-                "-m",
-                "e2e.cluster.podrunner",
-                f"--cluster={self.root}",
-                f"--backoff-seconds={self.backoff_seconds}",
+                str(kube.binary("kube-scheduler")),
+                f"--kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                f"--authentication-kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                f"--authorization-kubeconfig={self.root / 'scheduler.kubeconfig'}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--v=1",
             ],
-            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         )
-        return [etcd, apiserver, controller_manager, prometheus, podrunner]
+        return [etcd, apiserver, controller_manager, scheduler, prometheus, *self.node.components(self._component)]
 
     # ---- up / down --------------------------------------------------------------------------------
-    def up(self, timeout: float = 90.0, progress: Any = None) -> ClusterInfo:
-        """Start every component, wait until each is ready, and return how to reach the cluster."""
+    def up(self, timeout: float = 90.0, progress: Any = None, private_store: tuple[str, ...] = ()) -> ClusterInfo:
+        """Start every component, wait until each is ready, and return how to reach the cluster (from
+        inside its network namespace: see `enter`). `private_store` names the images ("base", "runtime",
+        "operator") of a node with an image store of its own, for a second cluster beside the suite's: the
+        shared store, which has them all, is one cluster's at a time."""
         say = progress or (lambda text: print(f"[cluster] {text}", file=sys.stderr))
         started = time.monotonic()
         if self.is_running():
@@ -204,62 +209,85 @@ class ControlPlane:
             )
         for tool in tools.ALL_TOOLS:
             tools.build(tool)
+        tools.require_debian_packages(*NODE_COMMANDS)
+        built = images.build()
+        sweep_leftovers(say)
         self.root.mkdir(parents=True, exist_ok=True)
         info = ClusterInfo(
             name=self.name,
             root=str(self.root),
             kubeconfig=str(self.root / "kubeconfig"),
-            api_server="",
-            prometheus="",
-            pod_subnet=_pick_pod_subnet(self.root),
-            etcd_port=_free_pair(),
-            api_port=free_port(),
-            prometheus_port=free_port(),
-            kubelet_port=free_port(),
+            api_server=f"https://{NODE_IP}:{API_PORT}",
+            prometheus=f"http://{NODE_IP}:{PROMETHEUS_PORT}",
+            node_ip=NODE_IP,
             scrape_interval=self.scrape_interval,
+            runtime_image=built.runtime,
+            operator_image=built.operator,
         )
-        info.api_server = f"https://127.0.0.1:{info.api_port}"
-        info.prometheus = f"http://127.0.0.1:{info.prometheus_port}"
         self._write_credentials(info)
         (self.root / "cluster.json").write_text(json.dumps(asdict(info), indent=2))
-        etcd, apiserver, controller_manager, prometheus, podrunner = self.components(info)
-        running: list[Background] = []
+        if private_store:
+            self.node.store = self.root / "containerd" / "store"
+            self.node.preload = private_store
         try:
-            etcd.start()
-            running.append(etcd)
-            wait_for(lambda: _http_ok(f"http://127.0.0.1:{info.etcd_port}/health"), "etcd ready", 30, running)
-            apiserver.start()
-            running.append(apiserver)
-            wait_for(lambda: self._api_ok("/readyz"), "kube-apiserver ready", 60, running)
-            say(f"kube-apiserver ready at {info.api_server} ({time.monotonic() - started:.1f}s)")
-            controller_manager.start()
-            prometheus.start()
-            podrunner.start()
-            running += [controller_manager, prometheus, podrunner]
-            wait_for(lambda: _http_ok(f"{info.prometheus}/-/ready"), "prometheus ready", 30, running)
-            wait_for(
-                self._default_service_account_exists, "kube-controller-manager creating ServiceAccounts", 60, running
-            )
-            wait_for(self._node_ready, f"pod runner registering node {NODE_NAME}", 30, running)
-        except (ComponentDied, TimeoutError):
-            for component in reversed(running):
-                component.stop(grace=3)
+            self.namespaces.create()
+            self.namespaces.call_inside(lambda: self._start(info, built, say, started))
+        except (ComponentDied, TimeoutError, NodeError, NamespaceError, RuntimeError):
+            self.down(grace=3)
             raise
         say(f"cluster {self.name!r} up in {time.monotonic() - started:.1f}s; kubeconfig: {info.kubeconfig}")
         return info
 
-    def down(self, grace: float = 15.0) -> None:
-        """Stop every component (the pod runner first, so it stops its pods) and remove the state."""
-        if not (self.root / "cluster.json").exists():
-            return
+    def _start(self, info: ClusterInfo, built: images.Images, say: Any, started: float) -> None:
+        etcd, apiserver, controller_manager, scheduler, prometheus, containerd, kubelet, proxy = self.components(info)
+        running: list[Background] = []
+        with self.node.store_lock() as lock:
+            self.node.prepare()
+            self.node.write_config(built.pause)
+            etcd.start()
+            running.append(etcd)
+            wait_for(lambda: _http_ok(f"http://127.0.0.1:{ETCD_PORT}/health"), "etcd ready", 30, running)
+            apiserver.start()
+            containerd.pass_fds = (lock.fileno(),)
+            containerd.start()
+            running += [apiserver, containerd]
+            wait_for(lambda: self._api_ok("/readyz"), "kube-apiserver ready", 60, running)
+            say(f"kube-apiserver ready at {info.api_server} ({time.monotonic() - started:.1f}s)")
+            for component in (controller_manager, scheduler, prometheus):
+                component.start()
+                running.append(component)
+            wait_for(self.node.socket.exists, "containerd serving", 30, running)
+            self.node.remove_leftover_containers()
+            self.node.import_images(built, say)
+            kubelet.start()
+            proxy.start()
+            running += [kubelet, proxy]
+        wait_for(lambda: _http_ok(f"{info.prometheus}/-/ready"), "prometheus ready", 30, running)
+        wait_for(self._default_service_account_exists, "kube-controller-manager creating ServiceAccounts", 60, running)
+        wait_for(self._node_ready, f"node {NODE_NAME} Ready and without taints", 60, running)
+
+    def update_images(self, say: Any = None) -> ClusterInfo:
+        """Build the images of the checkout as it is now, give them to the running node, and record them:
+        a cluster kept running across code changes (MODELSHIP_E2E_CLUSTER) runs the new code."""
+        built = images.build()
+        self.node.import_images(built, say or (lambda text: print(f"[cluster] {text}", file=sys.stderr)))
         info = ClusterInfo.load(self.root)
-        for component in reversed(self.components(info)):
-            component.stop(grace=grace)
-        leftovers = _processes_under(self.root)
-        for pid in leftovers:
-            os.kill(pid, 9)
-        _unmount_under(self.root)
-        shutil.rmtree(self.root, ignore_errors=True)
+        info.runtime_image, info.operator_image = built.runtime, built.operator
+        (self.root / "cluster.json").write_text(json.dumps(asdict(info), indent=2))
+        return info
+
+    def enter(self) -> None:
+        """Move the calling thread (and the threads and processes it starts from now on) into the cluster's
+        network namespace, where its addresses are."""
+        self.namespaces.enter_network()
+
+    def down(self, grace: float = 15.0) -> None:
+        """Stop every component (kubelet and containerd first: they stop the pods), then remove every
+        process, mount, namespace and cgroup the cluster made, and its state."""
+        if (self.root / "cluster.json").exists():
+            for component in reversed(self.components(ClusterInfo.load(self.root))):
+                component.stop(grace=grace)
+        remove_cluster(self.name, self.root)
 
     def is_running(self) -> bool:
         return any(pid_alive(int(p.read_text())) for p in self.pids.glob("*.pid") if p.read_text().strip())
@@ -285,15 +313,20 @@ class ControlPlane:
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
                 "10.96.0.1",
+                NODE_IP,
             ),
         )
         ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", organization="system:masters")
         ca.issue("admin", "kubernetes-admin", organization="system:masters")
         ca.issue("controller-manager", "system:kube-controller-manager")
-        ca.issue("kubelet", f"system:node:{NODE_NAME}", server=True, hosts=("127.0.0.1", "localhost"))
+        ca.issue("scheduler", "system:kube-scheduler")
+        ca.issue("kube-proxy", "system:kube-proxy")
+        ca.issue("kubelet", f"system:node:{NODE_NAME}", organization="system:nodes")
+        ca.issue("kubelet-serving", f"system:node:{NODE_NAME}", server=True, hosts=(NODE_IP, NODE_NAME))
         service_account_keys(self.pki)
         self._kubeconfig(self.root / "kubeconfig", info, "admin")
-        self._kubeconfig(self.root / "controller-manager.kubeconfig", info, "controller-manager")
+        for user in ("controller-manager", "scheduler", "kube-proxy", "kubelet"):
+            self._kubeconfig(self.root / f"{user}.kubeconfig", info, user)
         self._prometheus_config(info)
 
     def _kubeconfig(self, path: Path, info: ClusterInfo, cert: str) -> None:
@@ -386,21 +419,10 @@ class ControlPlane:
         return bool(self.api_get("/api/v1/namespaces/default/serviceaccounts/default").get("metadata"))
 
     def _node_ready(self) -> bool:
+        """Ready, and schedulable: no taint left from its start."""
         node = self.api_get(f"/api/v1/nodes/{NODE_NAME}")
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
-
-
-def _free_pair() -> int:
-    """Two consecutive free ports (etcd's client and peer ports)."""
-    for _ in range(50):
-        port = free_port()
-        try:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("could not find two consecutive free ports on 127.0.0.1")
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+        return ready and not node["spec"].get("taints")
 
 
 def _http_ok(url: str) -> bool:
@@ -409,26 +431,40 @@ def _http_ok(url: str) -> bool:
 
 
 def _processes_under(root: Path) -> list[int]:
-    """Processes whose working directory or command line points into the cluster directory."""
+    """Processes whose command line points into the cluster directory (every component's does)."""
     found = []
-    marker = str(root)
+    marker = f"{root}/"
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if marker in cmdline or f"MODELSHIP_CLUSTER_ROOT={marker}".encode() in environ:
+        if marker in cmdline:
             found.append(int(entry.name))
     return found
 
 
-def _unmount_under(root: Path) -> None:
-    """Mounts live in each pod's private namespace; nothing should remain in ours, but make sure."""
-    mounts = Path("/proc/self/mounts").read_text().splitlines()
-    for line in reversed(mounts):
-        target = line.split()[1]
-        if target.startswith(str(root)):
-            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+def remove_cluster(name: str, root: Path) -> None:
+    """Everything cluster `name` made, whether it was taken down or crashed: processes (components, the
+    containers in its cgroups), its namespaces (which frees their mounts), cgroups and state."""
+    stop_processes(sorted(set(_processes_under(root)) | set(cgroup_processes(name))), grace=3)
+    Namespaces(name).remove(grace=3)
+    stop_processes(cgroup_processes(name), grace=1)
+    remove_cgroups(name)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def sweep_leftovers(say: Any) -> None:
+    """Remove clusters a crash left behind: state, namespaces or cgroups whose components are all gone."""
+    live = set()
+    for cluster in state_root().glob("*/cluster.json"):
+        if ControlPlane(cluster.parent.name, root=cluster.parent).is_running():
+            live.add(cluster.parent.name)
+    leftovers = {n.name for n in stale_clusters(live)}
+    leftovers |= {p.name for p in state_root().glob("*") if p.is_dir() and p.name not in live}
+    leftovers |= cgroup_clusters() - live
+    for name in sorted(leftovers):
+        say(f"removing what cluster {name!r} left behind")
+        remove_cluster(name, state_root() / name)

@@ -35,6 +35,7 @@ CONTEXT = ("requirements.lock", "pyproject.toml", "README.md", "model_runtime", 
 # The machine's trust store, which includes any TLS-inspecting proxy between this machine and PyPI; it is
 # mounted into build steps only, never committed into an image.
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PAUSE_ENTRYPOINT = '["sleep", "infinity"]'
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -47,6 +48,7 @@ class Images:
     base: str
     runtime: str
     operator: str
+    pause: str  # the pod sandbox's image: the base, sleeping (no registry serves registry.k8s.io/pause)
 
 
 def _digest(parts: list[bytes]) -> str:
@@ -131,6 +133,24 @@ def _build_base(tag: str, log: Path) -> None:
             raise
 
 
+def pause_tag(base: str) -> str:
+    return f"localhost/modelship/pause:{_digest([base.encode(), PAUSE_ENTRYPOINT.encode()])}"
+
+
+def _build_pause(base: str, tag: str, log: Path) -> None:
+    container = _run("creating the pause container", ["buildah", "from", "--pull-never", base], log)
+    try:
+        _run(
+            "configuring the pause image",
+            ["buildah", "config", "--entrypoint", PAUSE_ENTRYPOINT, "--cmd", "", "--user", "65535:65535", container],
+            log,
+        )
+        _run("committing the pause image", ["buildah", "commit", "--rm", container, tag], log)
+    except BaseException:
+        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+        raise
+
+
 def _build_image(name: str, base: str, tag: str, log: Path) -> None:
     argv = ["buildah", "bud", "--isolation", "chroot", "--layers", "--build-arg", f"BASE={base}"]
     if HOST_CA_BUNDLE.is_file():
@@ -174,9 +194,15 @@ def build() -> Images:
     log = build_log()
     with _build_lock():
         base = base_tag()
-        images = Images(base, runtime=image_tag("runtime", base), operator=image_tag("operator", base))
+        images = Images(
+            base,
+            runtime=image_tag("runtime", base),
+            operator=image_tag("operator", base),
+            pause=pause_tag(base),
+        )
         building = False
-        for name, tag in (("base", images.base), ("runtime", images.runtime), ("operator", images.operator)):
+        for name in ("base", "pause", "runtime", "operator"):
+            tag = getattr(images, name)
             if _exists(tag):
                 continue
             if not building:
@@ -186,6 +212,8 @@ def build() -> Images:
             _say(f"[images] building {tag} (log: {log})")
             if name == "base":
                 _build_base(tag, log)
+            elif name == "pause":
+                _build_pause(images.base, tag, log)
             else:
                 _build_image(name, images.base, tag, log)
             _say(f"[images] {tag} built in {time.monotonic() - started:.0f}s")
@@ -201,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ImageError, tools.ToolError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"base: {images.base}\nruntime: {images.runtime}\noperator: {images.operator}")
+    print(f"base: {images.base}\npause: {images.pause}\nruntime: {images.runtime}\noperator: {images.operator}")
     return 0
 
 

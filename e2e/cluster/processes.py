@@ -55,6 +55,7 @@ class Background:
     pid_file: Path
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    pass_fds: tuple[int, ...] = ()  # descriptors the process keeps, e.g. a lock it holds while it runs
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,7 @@ class Background:
                 start_new_session=True,
                 env=self.env,
                 cwd=self.cwd,
+                pass_fds=self.pass_fds,
             )
         self.pid_file.write_text(str(process.pid))
         self._process = process

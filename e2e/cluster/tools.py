@@ -86,6 +86,7 @@ KUBERNETES = GoTool(
         # The real node's agents, from the same module download and build cache.
         "kubelet": "k8s.io/kubernetes/cmd/kubelet",
         "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+        "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     },
     ldflags=_kubernetes_ldflags(KUBERNETES_VERSION),
     staging_replaces=True,
@@ -208,11 +209,21 @@ def _emit(out: TextSink | None, message: str) -> None:
 
 
 # Commands that come from Debian's packages rather than the Go module proxy, and the package of each.
-DEBIAN_PACKAGES = {"buildah": "buildah", "debootstrap": "debootstrap"}
+DEBIAN_PACKAGES = {
+    "buildah": "buildah",
+    "debootstrap": "debootstrap",
+    "containerd": "containerd",
+    "runc": "runc",
+    "iptables": "iptables",
+    "conntrack": "conntrack",
+    "nsenter": "util-linux",
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+}
 
 
 def require_debian_packages(*commands: str) -> None:
-    """Install, with apt, the Debian packages that provide any of `commands` not on PATH yet."""
+    """Install, with apt, the Debian packages that provide any of `commands` (names on PATH, or absolute
+    paths) not there yet."""
     missing = sorted({DEBIAN_PACKAGES[c] for c in commands if shutil.which(c) is None})
     if not missing:
         return
