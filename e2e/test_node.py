@@ -79,6 +79,8 @@ def test_a_canary_oom_killed_under_its_memory_limit_is_rolled_back(deployed: Dep
         entry = ended(deployed, "RolledBack", after=1, timeout=180)
     assert terminated.exit_code == 137
     assert entry["revision"] == canary
+    # Seen as what it is, as soon as kubelet gives up on the pod, not at the progress deadline.
+    assert "OOMKilled" in entry["reason"], entry
     assert weights.highest == 0, "a canary that never became ready got traffic"
     assert deployed.status["stableRevision"] == stable
     assert not load.report.failures, load.report.describe()

@@ -24,6 +24,7 @@ from .naming import (
     LABEL_MODEL_DEPLOYMENT,
     LABEL_REVISION,
 )
+from .podhealth import pod_failures
 from .rollout import Event, RevisionState
 
 log = logging.getLogger("model_operator.kube")
@@ -83,10 +84,17 @@ class Kube:
             labels = (deployment.metadata.labels if deployment.metadata else None) or {}
             revision = labels.get(LABEL_REVISION)
             if revision:
-                replicas = deployment.spec.replicas if deployment.spec else 0
-                ready = deployment.status.ready_replicas if deployment.status else 0
-                found[revision] = RevisionState(replicas=replicas or 0, ready=ready or 0)
+                replicas = (deployment.spec.replicas if deployment.spec else 0) or 0
+                ready = (deployment.status.ready_replicas if deployment.status else 0) or 0
+                failures = self._pod_failures(namespace, name, revision) if ready < replicas else ()
+                found[revision] = RevisionState(replicas=replicas, ready=ready, failures=failures)
         return found
+
+    def _pod_failures(self, namespace: str, name: str, revision: str) -> tuple[str, ...]:
+        """Only for a revision short of ready pods: a healthy one costs no pod listing."""
+        selector = f"{LABEL_MODEL_DEPLOYMENT}={name},{LABEL_COMPONENT}={COMPONENT_MODEL},{LABEL_REVISION}={revision}"
+        pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        return pod_failures([self.api_client.sanitize_for_serialization(pod) for pod in pods])  # type: ignore[no-untyped-call]
 
     def revision_records(self, namespace: str, name: str) -> tuple[dict[str, dict[str, Any]], int]:
         """(revision -> recorded model and runtime, the highest record number so far)."""

@@ -39,10 +39,12 @@ MIN_REQUEUE_SECONDS = 0.5
 
 @dataclass(frozen=True)
 class RevisionState:
-    """A revision's Deployment as observed: the replicas it asks for and how many are ready."""
+    """A revision's Deployment as observed: the replicas it asks for, how many are ready, and why pods
+    that are not cannot start (podhealth.pod_failures)."""
 
     replicas: int
     ready: int
+    failures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,11 @@ def _advance_canary(work: _Work, spec: ModelDeploymentSpec, observation: Observa
         if ready >= max(1, needed):
             work.step, work.weight, work.step_started_at = 0, steps[0].weight, now
             work.event("Normal", "StepStarted", f"step 1/{len(steps)}: canary {work.canary} at {work.weight}%")
+        elif state is not None and state.failures:
+            # kubelet has given up on it (a crash loop, an OOM kill at start, an image it cannot get): the
+            # deadline would only delay the same end.
+            work.roll_back(f"canary {work.canary} cannot start: {'; '.join(state.failures[:3])}")
+            return None
         elif _elapsed(work.rollout_started_at, now) > rollout.progress_deadline_seconds:
             work.roll_back(f"canary not ready within progressDeadlineSeconds ({rollout.progress_deadline_seconds}s)")
             return None

@@ -132,6 +132,8 @@ def test_rbac_is_least_privilege() -> None:
         assert "secrets" not in rule["resources"], "the operator never reads Secrets"
         if rule["resources"] == ["endpointslices"]:
             assert set(rule["verbs"]) == {"get", "list", "watch"}
+        if rule["resources"] == ["pods"]:
+            assert set(rule["verbs"]) == {"get", "list"}
 
 
 def _permissions(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:

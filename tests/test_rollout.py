@@ -303,6 +303,31 @@ def test_canary_never_ready_is_rolled_back_at_the_progress_deadline() -> None:
     assert deadline.status.phase == Phase.DEGRADED
 
 
+def test_canary_kubelet_gave_up_on_is_rolled_back_before_the_deadline() -> None:
+    spec = parse_spec(SPEC)
+    stuck = Observation(
+        generation=1,
+        spec=spec,
+        spec_problems=(),
+        desired_revision="c1",
+        action=None,
+        revisions={
+            "s1": RevisionState(replicas=2, ready=2),
+            "c1": RevisionState(replicas=1, ready=0, failures=("pod c1-x: runtime OOMKilled (exit 137), 2 restarts",)),
+        },
+        analysis=None,
+        now=T0 + timedelta(seconds=20),
+    )
+    waiting = run([Step(10, "c1", {"s1": 2, "c1": 0})], HEALTHY)[-1]
+    decision = decide(waiting.status, stuck)
+    assert decision.canary is None
+    assert decision.weight == 0
+    reason = decision.status.history[-1].reason
+    assert "cannot start" in reason
+    assert "OOMKilled" in reason
+    assert decision.status.phase == Phase.DEGRADED
+
+
 def test_canary_losing_all_pods_mid_step_is_rolled_back() -> None:
     lost = run([Step(20, "c1", {"s1": 2, "c1": 0})], CANARY_AT_STEP_1)[-1]
     assert lost.canary is None

@@ -45,6 +45,10 @@ scope share these rules. */}}
 - apiGroups: [""]
   resources: ["services", "configmaps", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Why a canary's pods cannot start (a crash loop, an OOM kill, an image it cannot get).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
 # Routers read their revisions' EndpointSlices; the operator may only grant what it holds.
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
