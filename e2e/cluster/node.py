@@ -366,6 +366,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def image_present(self, tag: str) -> bool:
         return tag in self.ctr("images", "list", "--quiet", what="listing images").split()
 
+    def _remove_older_tags(self, tag: str) -> None:
+        """Older builds of the same image: containerd collects the layers only they used."""
+        repository = tag.rsplit(":", 1)[0]
+        listed = self.ctr("images", "list", "--quiet", what="listing images").split()
+        stale = [name for name in listed if name.rsplit(":", 1)[0] == repository and name != tag]
+        if stale:
+            self.ctr("images", "remove", *stale, what="removing older images")
+
     def import_images(self, images: Images, say: Any) -> None:
         """Each image missing from containerd: pushed to an OCI layout (only new layers are written) and
         streamed into containerd from there."""
@@ -389,6 +397,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 streamer.start()
                 self.ctr("images", "import", "--all-platforms", "-", stdin=source, what=f"importing {tag}")
                 streamer.join(timeout=60)
+            self._remove_older_tags(tag)
             say(f"imported {tag} into the node's containerd ({time.monotonic() - started:.0f}s)")
 
 
