@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -47,9 +48,17 @@ class ApplyError(RuntimeError):
     """An object could not be applied; the message names it and says why."""
 
 
+class NotLeading(RuntimeError):
+    """A write was refused because this replica does not (or no longer) hold the Lease."""
+
+
 class Kube:
-    def __init__(self, api_client: client.ApiClient) -> None:
+    """`may_write` is the leader-election fence: every write checks it first, in the thread that makes
+    the call, so a replica whose lease ran out stops writing even if its event loop is stuck."""
+
+    def __init__(self, api_client: client.ApiClient, may_write: Callable[[], bool] = lambda: True) -> None:
         self.api_client = api_client
+        self.may_write = may_write
         self.core = client.CoreV1Api(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -123,7 +132,12 @@ class Kube:
         return found
 
     # ---- writing ----------------------------------------------------------------------------------
+    def _fence(self) -> None:
+        if not self.may_write():
+            raise NotLeading("this replica does not hold the lease: not writing")
+
     def apply(self, obj: dict[str, Any], namespace: str) -> None:
+        self._fence()
         api_version, kind, name = obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
         try:
             self._resource(api_version, kind).server_side_apply(
@@ -139,6 +153,7 @@ class Kube:
             ) from None
 
     def delete(self, namespace: str, api_version: str, kind: str, name: str) -> None:
+        self._fence()
         try:
             self._resource(api_version, kind).delete(
                 name=name, namespace=namespace, body={"propagationPolicy": "Background"}
@@ -149,6 +164,7 @@ class Kube:
     def write_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         """Replace the whole status (a JSON patch, so fields the new status drops really go); returns the
         object as stored."""
+        self._fence()
         result = self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
@@ -161,6 +177,7 @@ class Kube:
         return dict(result)  # type: ignore[call-overload,no-any-return]
 
     def clear_action(self, namespace: str, name: str) -> dict[str, Any]:
+        self._fence()
         escaped = ACTION_ANNOTATION.replace("~", "~0").replace("/", "~1")
         result = self.custom.patch_namespaced_custom_object(
             GROUP,
@@ -174,6 +191,7 @@ class Kube:
         return dict(result)  # type: ignore[call-overload,no-any-return]
 
     def post_event(self, namespace: str, name: str, uid: str, event: Event) -> None:
+        self._fence()
         now = datetime.datetime.now(datetime.UTC)
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:12]}", namespace=namespace),

@@ -36,6 +36,11 @@ PHASE = Gauge(
     ["namespace", "model_deployment", "phase"],
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "modelship_operator_leader",
+    "1 while this replica holds the leader-election Lease and acts, 0 while it stands by.",
+    registry=REGISTRY,
+)
 PHASES = ("Pending", "Progressing", "Paused", "Healthy", "Degraded", "Failed")
 
 

@@ -115,9 +115,14 @@ class ResourceLoop:
 
 
 class Operator:
-    def __init__(self, settings: OperatorSettings, kube: Kube) -> None:
+    """Runs one loop per ModelDeployment while it leads. A standby (`leading=False`) only remembers the
+    newest body of each, so that when it takes over it starts every loop at once, without a relist."""
+
+    def __init__(self, settings: OperatorSettings, kube: Kube, leading: bool = True) -> None:
         self.settings = settings
         self.kube = kube
+        self.leading = leading
+        self.standing_by: dict[str, dict[str, Any]] = {}
         self.loops: dict[str, ResourceLoop] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._sources: dict[str, PrometheusSource] = {}
@@ -125,6 +130,12 @@ class Operator:
     # ---- events from kopf -------------------------------------------------------------------------
     def observe(self, kind: str | None, body: dict[str, Any]) -> None:
         key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        if not self.leading:
+            if kind == "DELETED":
+                self.standing_by.pop(key, None)
+            elif _newer(body, self.standing_by.get(key)):
+                self.standing_by[key] = body
+            return
         loop = self.loops.get(key)
         if kind == "DELETED":
             if loop is not None:
@@ -138,6 +149,12 @@ class Operator:
             self.loops[key] = ResourceLoop(self, body)
         else:
             loop.observe(body)
+
+    def start_leading(self) -> None:
+        self.leading = True
+        waiting, self.standing_by = self.standing_by, {}
+        for body in waiting.values():
+            self.observe("ADDED", body)
 
     def _retire(self, loop: ResourceLoop) -> None:
         task = asyncio.create_task(loop.stop())

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .leadership import Timing
 
 
 class OperatorSettings(BaseModel):
@@ -30,6 +32,25 @@ class OperatorSettings(BaseModel):
     """Address the operator's /metrics listens on."""
     runtime_user: int = Field(default=1000, ge=1)
     """Non-root user the model and router containers run as."""
+    leader_election: bool = True
+    """Act only while holding the Lease, so several replicas can run (one leads, the others stand by)."""
+    lease_name: str = Field(default="modelship-operator", min_length=1)
+    lease_namespace: str = Field(default="default", min_length=1)
+    """Namespace of the Lease; the chart sets the release's."""
+    lease_duration_seconds: float = 15.0
+    """How long a standby waits, after the Lease last changed, before taking it over."""
+    renew_deadline_seconds: float = 10.0
+    """How long a leader keeps acting without a renewal; shorter than the lease duration."""
+    retry_period_seconds: float = 2.0
+    """How often replicas try to take or renew the Lease."""
+
+    @model_validator(mode="after")
+    def _timing_is_safe(self) -> OperatorSettings:
+        self.lease_timing()
+        return self
+
+    def lease_timing(self) -> Timing:
+        return Timing(self.lease_duration_seconds, self.renew_deadline_seconds, self.retry_period_seconds)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -42,5 +63,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> OperatorSettings:
     try:
         return OperatorSettings.model_validate(values)
     except ValidationError as error:
-        problems = [f"MODELSHIP_{str(e['loc'][0]).upper()}: {e['msg']}" for e in error.errors(include_url=False)]
+        problems = [
+            f"MODELSHIP_{str(e['loc'][0]).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in error.errors(include_url=False)
+        ]
         raise ValueError("; ".join(problems)) from None

@@ -16,7 +16,8 @@ import yaml
 from e2e.cluster import tools
 from model_operator import manifests
 from model_operator.api import parse_spec
-from model_operator.settings import OperatorSettings
+from model_operator.leadership import Timing
+from model_operator.settings import OperatorSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "modelship"
@@ -95,7 +96,9 @@ def test_every_value_is_documented() -> None:
 @pytest.mark.parametrize(
     ("values", "problem"),
     [
-        (["--set", "replicaCount=2"], "replicaCount"),
+        (["--set", "replicaCount=11"], "replicaCount"),
+        (["--set", "leaderElection.enabled=false"], "needs leaderElection.enabled"),
+        (["--set", "leaderElection.renewDeadlineSeconds=15"], "retryPeriodSeconds < renewDeadlineSeconds"),
         (["--set", "rbac.scope=everything"], "rbac/scope"),
         (["--set", "prometheus.url=prometheus:9090"], "prometheus/url"),
         (["--set", "rbac.scope=namespace"], "needs watchNamespaces"),
@@ -111,17 +114,67 @@ def test_bad_values_are_refused_with_the_key(values: list[str], problem: str) ->
 def test_defaults_render_a_secure_operator() -> None:
     documents = render()
     kinds = sorted(d["kind"] for d in documents)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "ServiceAccount"]
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
     deployment = next(d for d in documents if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"]["limits"]["memory"]
+
+
+def test_two_replicas_elect_a_leader_and_survive_a_drain() -> None:
+    documents = render()
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MODELSHIP_LEADER_ELECTION"] == "true"
+    assert env["MODELSHIP_LEASE_NAME"] == "ms-modelship"
+    assert env["MODELSHIP_LEASE_NAMESPACE"] == "modelship-system"
+    settings = load_settings({k: v for k, v in env.items() if k.startswith("MODELSHIP_") and v is not None})
+    assert settings.lease_timing() == Timing(15, 10, 2)
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert spread["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["podAffinityTerm"]["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    budget = next(d for d in documents if d["kind"] == "PodDisruptionBudget")
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+    role = next(d for d in documents if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "modelship-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["ms-modelship"],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
+def test_one_replica_without_leader_election_is_recreated() -> None:
+    documents = render("--set", "replicaCount=1", "--set", "leaderElection.enabled=false")
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODELSHIP_LEADER_ELECTION"] == "false"
+    assert not any(d["kind"] in ("PodDisruptionBudget", "Role") for d in documents)
 
 
 def test_rbac_is_least_privilege() -> None:
@@ -155,7 +208,7 @@ def test_the_operator_holds_every_permission_it_grants_a_router(options: tuple[s
 
 def test_namespace_scope_renders_roles_per_namespace() -> None:
     documents = render(*ALL_OPTIONS)
-    roles = [d for d in documents if d["kind"] == "Role"]
+    roles = [d for d in documents if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     cluster_roles = [d for d in documents if d["kind"] == "ClusterRole"]
     assert [r["rules"] for r in cluster_roles] == [
