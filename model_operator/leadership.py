@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -112,6 +113,9 @@ class Leadership:
         self._valid_until = 0.0
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
+        # Its own threads: renewals must not queue behind reconciles in the default executor, or a busy
+        # operator would lose its lease to its own load.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lease")
 
     def holds(self) -> bool:
         """Whether this replica may act now: it led at its last renewal and the renew deadline since the
@@ -181,6 +185,7 @@ class Leadership:
         with it the decision to stop acting) waiting."""
         limit = max(self._valid_until - self.clock(), self.timing.retry_period)
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self.attempt), timeout=limit)
+            attempt = asyncio.get_running_loop().run_in_executor(self._executor, self.attempt)
+            return await asyncio.wait_for(attempt, timeout=limit)
         except TimeoutError:
             return self.holds()

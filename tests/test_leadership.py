@@ -5,8 +5,10 @@ the bound), the campaign loop giving up in time, the operator's standby mode and
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import random
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -216,8 +218,6 @@ class FlakyStore:
         if self.down:
             raise ConnectionError("API server unreachable")
         if self.hang:
-            import time
-
             time.sleep(2)
         return self.record
 
@@ -257,6 +257,28 @@ def test_a_leader_that_cannot_renew_stops_before_its_lease_can_expire(failure: s
     assert stopped_after <= timing.renew_deadline + 0.15, stopped_after
     assert stopped_after < timing.lease_duration
     assert not leadership.holds()
+
+
+def test_a_leader_keeps_its_lease_while_reconciles_fill_the_default_executor() -> None:
+    timing = Timing(lease_duration=1.5, renew_deadline=0.6, retry_period=0.1)
+    leadership = Leadership(FlakyStore(), "a", timing)
+    lost: list[bool] = []
+
+    async def started() -> None:
+        return None
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=1))
+        campaign = asyncio.create_task(leadership.run(started, lambda: lost.append(True)))
+        await asyncio.sleep(0.2)
+        # A second's worth of blocking reconciles, each queued behind the last in the one worker.
+        await asyncio.gather(*(asyncio.to_thread(time.sleep, 0.1) for _ in range(10)))
+        assert leadership.holds()
+        campaign.cancel()
+
+    asyncio.run(scenario())
+    assert lost == []
 
 
 def test_release_lets_a_standby_take_over_at_once() -> None:
