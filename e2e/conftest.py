@@ -114,11 +114,11 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def operator(cluster: ClusterInfo, kubectl: Kubectl, crds: None) -> str:
-    """The operator, installed by the chart and running as a pod with the chart's ServiceAccount and RBAC."""
+    """The operator, installed by the chart and running as a pod with the chart's ServiceAccount and RBAC;
+    on a reused cluster upgraded to the images just built (a no-op when they are the same)."""
     from e2e.modelship import OPERATOR_NAMESPACE, install_operator
 
-    if kubectl("get", "deployment", "modelship", "-n", OPERATOR_NAMESPACE, check=False).returncode != 0:
-        install_operator(cluster, kubectl)
+    install_operator(cluster, kubectl)
     return OPERATOR_NAMESPACE
 
 

@@ -84,7 +84,8 @@ def install_operator(
     cluster: ClusterInfo, kubectl: Kubectl, namespace: str = OPERATOR_NAMESPACE, release: str = RELEASE, **extra: str
 ) -> None:
     result = helm(
-        "install",
+        "upgrade",
+        "--install",
         release,
         str(CHART),
         "--namespace",

@@ -14,19 +14,14 @@ from kubernetes import client, watch
 
 from e2e.cluster.node import Node
 from e2e.kube import Kubectl
-from e2e.modelship import OPERATOR_NAMESPACE
+from e2e.leadership import container_pid, leader_pod
 
 CLOCK_TICKS = 100  # USER_HZ on Linux
 
 
 def operator_pid(core: client.CoreV1Api, node: Node) -> int:
-    """The host pid of the ready operator container's process."""
-    pods = core.list_namespaced_pod(OPERATOR_NAMESPACE, label_selector="app.kubernetes.io/name=modelship").items
-    for pod in pods:
-        for status in pod.status.container_statuses or []:
-            if status.ready and status.container_id:
-                return node.container_pid(status.container_id)
-    raise AssertionError(f"no ready operator container in {OPERATOR_NAMESPACE}")
+    """The host pid of the leading operator replica's process (the standby does no work)."""
+    return container_pid(node, leader_pod(core))
 
 
 def cpu_seconds(pid: int) -> float:

@@ -8,9 +8,8 @@ import signal
 import time
 
 from e2e.cluster.controlplane import ControlPlane
-from e2e.kube import Kubectl, wait_until
+from e2e.kube import wait_until
 from e2e.modelship import BASE_SPEC, OPERATOR_NAMESPACE, Deployed, merged
-from e2e.operator_cost import operator_pid
 from e2e.scenarios import FAULTS, ended, healthy, new_revision, process_uid, time_to_rollback
 
 
@@ -128,29 +127,6 @@ def test_e_prometheus_stopped_pauses_and_resumes(deployed: Deployed, control_pla
     reasons = deployed.events()
     assert "AnalysisBlind" in reasons
     assert "AnalysisRecovered" in reasons
-    assert not load.report.failures, load.report.describe()
-
-
-def test_f_operator_killed_mid_rollout_carries_on(
-    deployed: Deployed, kubectl: Kubectl, control_plane: ControlPlane
-) -> None:
-    spec = merged(BASE_SPEC, {"rollout": {"steps": [{"weight": 20, "pause": "8s"}, {"weight": 50, "pause": "4s"}]}})
-    healthy(deployed, spec)
-    with deployed.load(rate=20) as load:
-        time.sleep(2)
-        new_revision(deployed)
-        during = deployed.wait(lambda s: s.get("canaryWeight") == 20, "canary at 20%", 90)
-        canary = during["canaryRevision"]
-        before = deployed.deployments()
-        os.kill(operator_pid(deployed.core, control_plane.node), signal.SIGKILL)
-        entry = ended(deployed, "Promoted", after=1, timeout=240)
-    assert entry["revision"] == canary
-    after = deployed.deployments()
-    assert after[f"chat-{canary}"] == before[f"chat-{canary}"], "the canary Deployment was not created twice"
-    assert after["chat-router"] == before["chat-router"]
-    assert deployed.events().count("RolloutStarted") == 1
-    records = kubectl("get", "controllerrevisions", "-n", deployed.namespace, "-o", "name").stdout.split()
-    assert len(records) == len(set(records)) == 2
     assert not load.report.failures, load.report.describe()
 
 

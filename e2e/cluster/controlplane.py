@@ -56,6 +56,19 @@ CONTROLLERS = [
 ]
 
 
+WRITE_VERBS = ["create", "update", "patch", "delete", "deletecollection"]
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"], "verbs": WRITE_VERBS},
+        {"level": "None"},
+    ],
+}
+
+
 def state_root() -> Path:
     return Path(os.environ.get("MODELSHIP_STATE_DIR", f"/tmp/modelship-{os.getuid()}"))
 
@@ -148,6 +161,10 @@ class ControlPlane:
                 "--kubelet-preferred-address-types=InternalIP",
                 "--enable-priority-and-fairness=false",
                 "--profiling=false",
+                f"--audit-policy-file={self.root / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-maxsize=200",
+                "--audit-log-maxbackup=1",
                 "--v=1",
             ],
         )
@@ -328,6 +345,18 @@ class ControlPlane:
         for user in ("controller-manager", "scheduler", "kube-proxy", "kubelet"):
             self._kubeconfig(self.root / f"{user}.kubeconfig", info, user)
         self._prometheus_config(info)
+        (self.root / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: every write by a service account outside kube-system (workloads such
+        as the operator), at Metadata level, one JSON event per line."""
+        return self.root / "audit.log"
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
 
     def _kubeconfig(self, path: Path, info: ClusterInfo, cert: str) -> None:
         config = {
