@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -34,7 +35,7 @@ def _identity() -> str:
     return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
 
-def _api_client(identity: str) -> Any:
+def _api_client(identity: str, connections: int) -> Any:
     """A client whose requests name this replica in the User-Agent (so the API server's audit log says which
     replica wrote what), and whose connections are reset, not drained, when the process exits: a request
     still queued in the kernel of a replica that lost the Lease must not reach the API server later."""
@@ -47,6 +48,7 @@ def _api_client(identity: str) -> Any:
         *tcp_keepalive_socket_options(),
         (socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)),
     ]
+    configuration.connection_pool_maxsize = connections  # one per worker thread, kept between calls
     api_client = client.ApiClient(configuration)
     api_client.user_agent = f"modelship-operator ({identity})"
     return api_client
@@ -72,8 +74,11 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     operator_settings = load_settings()
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=operator_settings.api_workers, thread_name_prefix="reconcile")
+    )
     identity = _identity()
-    api_client = _api_client(identity)
+    api_client = _api_client(identity, operator_settings.api_workers)
     metrics.serve(operator_settings.metrics_port, operator_settings.metrics_host)
     if not operator_settings.leader_election:
         memo["operator"] = Operator(operator_settings, Kube(api_client))

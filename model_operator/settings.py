@@ -32,6 +32,9 @@ class OperatorSettings(BaseModel):
     """Address the operator's /metrics listens on."""
     runtime_user: int = Field(default=1000, ge=1)
     """Non-root user the model and router containers run as."""
+    api_workers: int = Field(default=32, ge=1, le=512)
+    """Threads for the reconcile loops' blocking calls (Kubernetes API and Prometheus). The calls wait on
+    the network, so many more than cores: with asyncio's default (cores + 4) a fleet's reconciles queue."""
     leader_election: bool = True
     """Act only while holding the Lease, so several replicas can run (one leads, the others stand by)."""
     lease_name: str = Field(default="modelship-operator", min_length=1)
