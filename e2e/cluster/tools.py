@@ -116,6 +116,11 @@ HELM = GoTool(
     ldflags=[f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}"],
 )
 ALL_TOOLS = (ETCD, KUBERNETES, PROMETHEUS, HELM)
+# Only the scale benchmark needs it: fake nodes whose pods it marks Running and Ready without running them.
+KWOK_VERSION = "v0.8.0"
+KWOK = GoTool(
+    name="kwok", module="sigs.k8s.io/kwok", version=KWOK_VERSION, packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"}
+)
 # Only the router benchmark needs it: an HTTP load generator with a fixed request rate.
 HEY = GoTool(name="hey", module="github.com/rakyll/hey", version="v0.1.5", packages={"hey": "github.com/rakyll/hey"})
 
@@ -251,6 +256,23 @@ def gateway_api_crds() -> Path:
     if not directory.is_dir():
         raise ToolError(f"sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION} has no {directory}")
     return directory
+
+
+def module_source(tool: GoTool) -> Path:
+    """The upstream module's files as the Go module proxy serves them (downloaded when missing), for the
+    data a tool ships beside its code (kwok's stage configurations, say)."""
+    result = subprocess.run(
+        [_go(), "mod", "download", "-json", f"{tool.module}@{tool.version}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise ToolError(
+            f"cannot download {tool.module}@{tool.version}: {result.stdout.strip()} {result.stderr.strip()}"
+        )
+    return Path(json.loads(result.stdout)["Dir"])
 
 
 def build_all(*, force: bool = False) -> None:

@@ -1,0 +1,295 @@
+"""The operator at fleet size: ModelDeployments created in batches up to 500, then rolled out in waves, on
+a real control plane whose extra nodes and pods are kwok's (marked Running and Ready, never run).
+
+    python -m bench.scale.run [--sizes 50,200,500] [--wave 50]
+
+It brings up its own local control plane, installs the chart (two operator replicas, as users get them),
+registers fake nodes that kwok manages, and creates ModelDeployments whose model pods are pinned to those
+nodes (`runtime.nodeSelector`) in `replicas` traffic mode (no router pods). At each size it measures:
+
+* reconcile latency: from the create (or the spec change) to the status that reports the new generation,
+  seen by a watch; P50 and P99 over the batch;
+* the leading operator's resident memory, and per ModelDeployment;
+* API requests per second the whole cluster served (apiserver_request_total), and Prometheus queries per
+  second (prometheus_http_requests_total on /api/v1/query), while the wave's canaries are analysed.
+
+The fake pods export no metrics, so each canary's analysis finds no series (NoData) and holds its weight:
+the queries are real, their answers empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from e2e.cluster import tools
+from e2e.cluster.controlplane import ClusterInfo, ControlPlane
+from e2e.kube import Kubectl, wait_until
+from e2e.leadership import container_pid, leader_pod
+from e2e.modelship import install_operator, model_volume
+
+NAMESPACE = "fleet"
+GROUP, VERSION, PLURAL = "modelship.io", "v1alpha1", "modeldeployments"
+PODS_PER_NODE = 250
+FAKE_NODE_LABEL = {"type": "kwok"}
+FLEET_SPEC: dict[str, Any] = {
+    "model": {"uri": "pvc://models/tiny"},
+    "runtime": {
+        "replicas": 1,
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "nodeSelector": FAKE_NODE_LABEL,
+    },
+    "traffic": {"mode": "replicas"},
+    "rollout": {"steps": [{"weight": 20, "pause": "10m"}], "analysis": {"interval": "30s"}},
+}
+
+
+def fake_node(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {**FAKE_NODE_LABEL, "kubernetes.io/hostname": name},
+        },
+        "status": {
+            "allocatable": {"cpu": "256", "memory": "1Ti", "pods": str(PODS_PER_NODE)},
+            "capacity": {"cpu": "256", "memory": "1Ti", "pods": str(PODS_PER_NODE)},
+        },
+    }
+
+
+def kwok_stages() -> list[Path]:
+    source = tools.module_source(tools.KWOK) / "kustomize" / "stage"
+    return [
+        source / "node" / "fast" / "node-initialize.yaml",
+        source / "node" / "heartbeat" / "node-heartbeat.yaml",
+        *(source / "pod" / "fast" / f"pod-{stage}.yaml" for stage in ("ready", "complete", "delete")),
+    ]
+
+
+@dataclass
+class Seen:
+    """When a watch first saw each ModelDeployment's status report a generation."""
+
+    reported: dict[tuple[str, int], float]
+
+
+def watch_status(custom: client.CustomObjectsApi, seen: Seen, stop: threading.Event) -> None:
+    while not stop.is_set():
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(
+                custom.list_namespaced_custom_object, GROUP, VERSION, NAMESPACE, PLURAL, timeout_seconds=30
+            ):
+                body = event["object"]
+                generation = (body.get("status") or {}).get("observedGeneration")
+                if generation:
+                    seen.reported.setdefault((body["metadata"]["name"], int(generation)), time.monotonic())
+                if stop.is_set():
+                    break
+        except Exception as error:  # a dropped watch is reopened; the timestamps are kept
+            print(f"  (watch reopened: {type(error).__name__})", file=sys.stderr)
+
+
+def all_healthy(custom: client.CustomObjectsApi, names: set[str]) -> bool:
+    items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
+    return all((o.get("status") or {}).get("phase") == "Healthy" for o in items if o["metadata"]["name"] in names)
+
+
+def counter_total(text: str, name: str, must: str = "") -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") and must in line
+    )
+
+
+def api_requests(kubectl: Kubectl) -> float:
+    return counter_total(kubectl("get", "--raw", "/metrics").stdout, "apiserver_request_total")
+
+
+def prometheus_queries(info: ClusterInfo) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(f"{info.prometheus}/metrics", timeout=10).read().decode()
+    return counter_total(text, "prometheus_http_requests_total", 'handler="/api/v1/query"')
+
+
+def operator_rss_mib(core: client.CoreV1Api, plane: ControlPlane) -> float:
+    pid = container_pid(plane.node, leader_pod(core))
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def latencies(seen: Seen, started: dict[str, float], generation: dict[str, int], timeout: float) -> list[float]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        missing = [n for n in started if (n, generation[n]) not in seen.reported]
+        if not missing:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"{len(missing)} ModelDeployments never reported their generation, e.g. {missing[:3]}")
+    return [seen.reported[(n, generation[n])] - started[n] for n in started]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale.run", description=__doc__)
+    parser.add_argument("--sizes", default="50,200,500", help="fleet sizes to measure, rising")
+    parser.add_argument("--wave", type=int, default=50, help="ModelDeployments changed at once per wave")
+    parser.add_argument(
+        "--api-workers", type=int, default=32, help="the chart's apiWorkers (6 is asyncio's default on 2 cores)"
+    )
+    parser.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    tools.build(tools.KWOK)
+    plane = ControlPlane("scale", scrape_interval="15s")
+    # Only the operator runs for real here: a store of its own, so the bench can run beside another cluster.
+    info = plane.up(private_store=("operator",))
+    plane.enter()
+    kwok: subprocess.Popen[bytes] | None = None
+    try:
+        kubectl = Kubectl(info.kubeconfig)
+        api = config.new_client_from_config(config_file=info.kubeconfig)
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
+        kubectl.wait_established("modeldeployments.modelship.io")
+        install_operator(info, kubectl, apiWorkers=str(args.api_workers))
+        nodes = math.ceil(max(sizes) * 2 / PODS_PER_NODE) + 1  # stable and canary pods during a wave
+        for index in range(nodes):
+            core.create_node(fake_node(f"kwok-{index}"))  # type: ignore[arg-type]
+        log = (plane.root / "logs" / "kwok.log").open("wb")
+        kwok = subprocess.Popen(
+            [
+                str(tools.KWOK.binary("kwok")),
+                f"--kubeconfig={info.kubeconfig}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                # Fake pod addresses, unroutable in the cluster's namespace (it has no default route).
+                "--cidr=10.250.0.0/16",
+                "--node-ip=10.250.255.254",
+                # kwok's own "fast" stages: nodes Ready at once, pods Running and Ready once scheduled.
+                *(f"--config={stage}" for stage in kwok_stages()),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(
+            lambda: (
+                sum(
+                    any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+                    for n in core.list_node(label_selector="type=kwok").items
+                )
+                == nodes
+            ),
+            f"{nodes} kwok nodes Ready",
+            60,
+        )
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        wait_until(lambda: core.list_namespaced_service_account(NAMESPACE).items, "default ServiceAccount", 30)
+        model_volume(kubectl, NAMESPACE, Path("/nonexistent-models"))  # fake pods never read it
+        seen = Seen({})
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch_status, args=(custom, seen, stop), daemon=True)
+        watcher.start()
+        rows = []
+        created = 0
+        for size in sizes:
+            started, generation = {}, {}
+            for index in range(created, size):
+                name = f"m{index:04d}"
+                body = {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "ModelDeployment",
+                    "metadata": {"name": name},
+                    "spec": FLEET_SPEC,
+                }
+                started[name] = time.monotonic()
+                generation[name] = 1
+                custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+            create = latencies(seen, started, generation, timeout=600)
+            created = size
+            batch = set(started)
+            wait_until(partial(all_healthy, custom, batch), f"the {len(batch)} new ModelDeployments Healthy", 900)
+            time.sleep(20)  # let the fleet settle: every loop past its first reconciles
+            rss = operator_rss_mib(core, plane)
+            # A wave: `wave` ModelDeployments get a new revision at once.
+            names = [f"m{index:04d}" for index in range(max(0, size - args.wave), size)]  # not yet rolling out
+            api_before, queries_before, window_start = api_requests(kubectl), prometheus_queries(info), time.monotonic()
+            started, generation = {}, {}
+            for name in names:
+                patched = custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    NAMESPACE,
+                    PLURAL,
+                    name,
+                    {"spec": {"runtime": {"env": [{"name": "WAVE", "value": f"{size}-{time.time()}"}]}}},
+                )
+                started[name] = time.monotonic()
+                generation[name] = int(patched["metadata"]["generation"])
+            wave = latencies(seen, started, generation, timeout=600)
+            time.sleep(max(0.0, 60 - (time.monotonic() - window_start)))
+            seconds = time.monotonic() - window_start
+            row = {
+                "size": size,
+                "create_p50": statistics.median(create),
+                "create_p99": percentile(create, 0.99),
+                "wave_p50": statistics.median(wave),
+                "wave_p99": percentile(wave, 0.99),
+                "rss_mib": rss,
+                "api_rps": (api_requests(kubectl) - api_before) / seconds,
+                "queries_ps": (prometheus_queries(info) - queries_before) / seconds,
+            }
+            rows.append(row)
+            print(
+                f"[{size}, {args.api_workers} workers] create P50 {row['create_p50']:.2f}s "
+                f"P99 {row['create_p99']:.2f}s | wave of {len(names)}: "
+                f"P50 {row['wave_p50']:.2f}s P99 {row['wave_p99']:.2f}s | operator RSS {rss:.0f} MiB | "
+                f"{row['api_rps']:.0f} API req/s | {row['queries_ps']:.1f} Prometheus queries/s",
+                flush=True,
+            )
+        stop.set()
+        print(
+            "\n| ModelDeployments | reconcile P50 / P99 after create | after a spec change (wave) | operator RSS "
+            "| per ModelDeployment | API requests/s | Prometheus queries/s |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        base = rows[0]
+        for row in rows:
+            per = (row["rss_mib"] - base["rss_mib"]) / (row["size"] - base["size"]) if row is not base else math.nan
+            shown = "-" if math.isnan(per) else f"{per * 1024:.0f} KiB"
+            print(
+                f"| {row['size']} | {row['create_p50']:.2f} / {row['create_p99']:.2f} s | "
+                f"{row['wave_p50']:.2f} / {row['wave_p99']:.2f} s | {row['rss_mib']:.0f} MiB | "
+                f"{shown} | {row['api_rps']:.0f} | {row['queries_ps']:.1f} |"
+            )
+    finally:
+        if kwok is not None:
+            kwok.terminate()
+        if not args.keep:
+            plane.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
