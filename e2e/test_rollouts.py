@@ -7,6 +7,8 @@ import os
 import signal
 import time
 
+from kubernetes import client
+
 from e2e.cluster.controlplane import ControlPlane
 from e2e.kube import wait_until
 from e2e.modelship import BASE_SPEC, OPERATOR_NAMESPACE, Deployed, merged
@@ -184,3 +186,21 @@ def test_i_invalid_spec_is_reported_and_other_resources_go_on(deployed: Deployed
         time.sleep(3)
     assert load.report.results
     assert not load.report.failures
+
+
+def test_j_a_child_edited_by_hand_is_restored_at_once(deployed: Deployed) -> None:
+    """Children are re-applied unchanged only every few minutes; a spec someone else writes is seen on the
+    Deployment watch and taken back at the next reconcile."""
+    stable = healthy(deployed)
+    child = f"chat-{stable}"
+
+    def spec() -> tuple[int, int]:
+        body = client.AppsV1Api(deployed.core.api_client).read_namespaced_deployment(child, deployed.namespace)
+        return int(body.metadata.generation or 0), int(body.spec.replicas or 0)
+
+    before, _ = spec()
+    deployed.kubectl("scale", "deployment", child, "-n", deployed.namespace, "--replicas=2")
+    started = time.monotonic()
+    # The scale and the operator's answer each bump the generation: both happened, in that order.
+    wait_until(lambda: spec()[0] >= before + 2 and spec()[1] == 1, "the operator to restore the replicas", 20)
+    print(f"\n[figure] a hand-edited child restored {time.monotonic() - started:.1f}s after the edit")

@@ -107,9 +107,11 @@ async def model_deployment_event(event: kopf.RawEvent, body: kopf.Body, memo: An
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MODEL_DEPLOYMENT: kopf.PRESENT})
-async def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def child_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     labels = body.get("metadata", {}).get("labels", {})
-    memo["operator"].poke(body["metadata"]["namespace"], labels[LABEL_MODEL_DEPLOYMENT])
+    memo["operator"].child_changed(
+        body["metadata"]["namespace"], labels[LABEL_MODEL_DEPLOYMENT], event.get("type"), dict(body)
+    )
 
 
 @kopf.on.cleanup()

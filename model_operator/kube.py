@@ -136,11 +136,12 @@ class Kube:
         if not self.may_write():
             raise NotLeading("this replica does not hold the lease: not writing")
 
-    def apply(self, obj: dict[str, Any], namespace: str) -> None:
+    def apply(self, obj: dict[str, Any], namespace: str) -> int:
+        """Server-side apply; returns the object's metadata.generation as stored (0 for kinds without one)."""
         self._fence()
         api_version, kind, name = obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
         try:
-            self._resource(api_version, kind).server_side_apply(
+            stored = self._resource(api_version, kind).server_side_apply(
                 body=obj, name=name, namespace=namespace, field_manager=FIELD_MANAGER, force_conflicts=True
             )
         except ResourceNotFoundError:
@@ -151,6 +152,8 @@ class Kube:
             raise ApplyError(
                 f"cannot apply {kind} {name}: {error.status} {error.reason}: {_api_message(error)}"
             ) from None
+        metadata = getattr(stored, "metadata", None)
+        return int(getattr(metadata, "generation", None) or 0)
 
     def delete(self, namespace: str, api_version: str, kind: str, name: str) -> None:
         self._fence()

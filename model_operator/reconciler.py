@@ -30,7 +30,10 @@ from .rollout import Decision, Event, Observation, analysis_due, analysis_window
 from .settings import OperatorSettings
 
 log = logging.getLogger("model_operator")
-RESYNC_APPLY_SECONDS = 60.0
+# Children are applied again, unchanged, this often; sooner when their watch shows a spec someone else
+# changed (see Operator.child_changed). Each re-apply and prune costs API requests per ModelDeployment,
+# which at fleet size dominate the API server's load (bench/scale).
+RESYNC_APPLY_SECONDS = 300.0
 RECORDS_KEPT = 5
 ERROR_BACKOFF_SECONDS = 5.0
 
@@ -74,7 +77,8 @@ class ResourceLoop:
         self.operator = operator
         self.body = body
         self.wake = asyncio.Event()
-        self.applied: dict[tuple[str, str, str], tuple[str, float]] = {}
+        # (apiVersion, kind, name) -> (what was applied, when, the generation the API server gave it)
+        self.applied: dict[tuple[str, str, str], tuple[str, float, int]] = {}
         self.pruned_for: tuple[frozenset[tuple[str, str, str]], float] | None = None
         self.apply_error: str | None = None
         self.task = asyncio.create_task(self._run(), name=f"reconcile-{self.key}")
@@ -161,10 +165,18 @@ class Operator:
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 
-    def poke(self, namespace: str, name: str) -> None:
+    def child_changed(self, namespace: str, name: str, kind: str | None, child: dict[str, Any]) -> None:
+        """A watched child (a Deployment) changed: wake its loop, and when its spec is no longer the one
+        this operator applied (edited by someone else, or deleted), apply it again at that reconcile."""
         loop = self.loops.get(f"{namespace}/{name}")
-        if loop is not None:
-            loop.wake.set()
+        if loop is None:
+            return
+        meta = child.get("metadata") or {}
+        key = (str(child.get("apiVersion", "apps/v1")), str(child.get("kind", "Deployment")), str(meta.get("name")))
+        seen = loop.applied.get(key)
+        if seen is not None and (kind == "DELETED" or int(meta.get("generation") or 0) > seen[2]):
+            del loop.applied[key]
+        loop.wake.set()
 
     async def stop(self) -> None:
         await asyncio.gather(*(loop.stop() for loop in self.loops.values()))
@@ -286,8 +298,8 @@ class Operator:
             seen = loop.applied.get(key)
             if seen is not None and seen[0] == text and now - seen[1] < RESYNC_APPLY_SECONDS:
                 continue
-            await asyncio.to_thread(self.kube.apply, obj, namespace)
-            loop.applied[key] = (text, now)
+            generation = await asyncio.to_thread(self.kube.apply, obj, namespace)
+            loop.applied[key] = (text, now, generation)
         keep = {object_key(o) for o in objects}
         history = [h.revision for h in decision.status.history][-RECORDS_KEPT:]
         kept_records = {
@@ -307,7 +319,8 @@ class Operator:
     ) -> None:
         """Delete what this ModelDeployment owns and no longer wants; only when the wanted set changed."""
         wanted = frozenset(keep)
-        if loop.pruned_for and loop.pruned_for[0] == wanted and time.monotonic() - loop.pruned_for[1] < 60:
+        last = loop.pruned_for
+        if last is not None and last[0] == wanted and time.monotonic() - last[1] < RESYNC_APPLY_SECONDS:
             return
         owned = await asyncio.to_thread(self.kube.owned, namespace, name, uid)
         spared = {f"{name}-{r}" for r in missing}
