@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,7 +63,9 @@ def next_record(
 
     `seen_for` is how long (on this replica's monotonic clock) the current record has been observed
     unchanged; a holder is taken over only when that exceeds the record's own lease duration."""
-    duration = max(1, round(timing.lease_duration))
+    # Whole seconds on the Lease, rounded up: a standby must never wait less than the configured duration,
+    # or a renew deadline just under a fractional duration would no longer be safe.
+    duration = max(1, math.ceil(timing.lease_duration))
     if current is None:
         return LeaseRecord(holder=identity, duration_seconds=duration, acquire_time=now, renew_time=now)
     if current.holder == identity:

@@ -54,6 +54,13 @@ def test_next_record(current: LeaseRecord | None, seen_for: float, expected: Lea
     assert next_record(current, seen_for, "a", TIMING, T0) == expected
 
 
+def test_a_fractional_lease_duration_is_rounded_up_on_the_lease() -> None:
+    """The Lease holds whole seconds; rounding 10.4 down to 10 would put a 10.2 s renew deadline past it."""
+    record = next_record(None, 0.0, "a", Timing(lease_duration=10.4, renew_deadline=10.2, retry_period=1), T0)
+    assert record is not None
+    assert record.duration_seconds == 11
+
+
 @pytest.mark.parametrize(
     ("lease", "deadline", "retry"),
     [(15, 15, 2), (15, 10, 10), (15, 20, 2), (15, 10, 0)],
