@@ -74,6 +74,10 @@ def test_settings_refuse_unsafe_timing_naming_the_rule() -> None:
     with pytest.raises(ValueError, match="renew deadline < lease duration"):
         load_settings({"MODELSHIP_RENEW_DEADLINE_SECONDS": "20"})
     assert load_settings({}).lease_timing() == Timing()
+    with pytest.raises(ValueError, match="MODELSHIP_API_WORKERS"):
+        load_settings({"MODELSHIP_API_WORKERS": "0"})
+    with pytest.raises(ValueError, match="MODELSHIP_LEADER_ELECTION"):
+        load_settings({"MODELSHIP_LEADER_ELECTION": "sometimes"})
 
 
 def test_lease_bodies_round_trip() -> None:
