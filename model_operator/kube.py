@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -18,6 +18,7 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from .api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .children import RECORD_COMPONENT
+from .deployments import ModelPods
 from .naming import (
     ACTION_ANNOTATION,
     COMPONENT_MODEL,
@@ -86,21 +87,25 @@ class Kube:
             return resource
 
     # ---- reading ----------------------------------------------------------------------------------
-    def revisions(self, namespace: str, name: str) -> dict[str, RevisionState]:
+    def model_deployments(self, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+        """name -> the Deployment, for each revision's model Deployment of this ModelDeployment."""
         selector = f"{LABEL_MODEL_DEPLOYMENT}={name},{LABEL_COMPONENT}={COMPONENT_MODEL}"
-        found = {}
-        for deployment in self.apps.list_namespaced_deployment(namespace, label_selector=selector).items:
-            labels = (deployment.metadata.labels if deployment.metadata else None) or {}
-            revision = labels.get(LABEL_REVISION)
-            if revision:
-                replicas = (deployment.spec.replicas if deployment.spec else 0) or 0
-                ready = (deployment.status.ready_replicas if deployment.status else 0) or 0
-                failures = self._pod_failures(namespace, name, revision) if ready < replicas else ()
-                found[revision] = RevisionState(replicas=replicas, ready=ready, failures=failures)
-        return found
+        listing = self.apps.list_namespaced_deployment(namespace, label_selector=selector).items
+        found = [self.api_client.sanitize_for_serialization(item) for item in listing]  # type: ignore[no-untyped-call]
+        return {str(item["metadata"]["name"]): item for item in found}
+
+    def revisions(self, namespace: str, name: str, model_pods: Mapping[str, ModelPods]) -> dict[str, RevisionState]:
+        """The revisions as `decide` sees them; pods are listed only for a revision short of ready pods."""
+        return {
+            revision: RevisionState(
+                replicas=pods.replicas,
+                ready=pods.ready,
+                failures=self._pod_failures(namespace, name, revision) if pods.ready < pods.replicas else (),
+            )
+            for revision, pods in model_pods.items()
+        }
 
     def _pod_failures(self, namespace: str, name: str, revision: str) -> tuple[str, ...]:
-        """Only for a revision short of ready pods: a healthy one costs no pod listing."""
         selector = f"{LABEL_MODEL_DEPLOYMENT}={name},{LABEL_COMPONENT}={COMPONENT_MODEL},{LABEL_REVISION}={revision}"
         pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
         return pod_failures([self.api_client.sanitize_for_serialization(pod) for pod in pods])  # type: ignore[no-untyped-call]

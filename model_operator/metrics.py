@@ -13,10 +13,16 @@ ROLLOUTS = Counter(
 )
 ANALYSIS_DURATION = Histogram(
     "modelship_operator_analysis_duration_seconds",
-    "Time to query and judge a canary.",
+    "Time to query and judge a canary, from the look falling due (batching waits up to a slot).",
     ["namespace", "model_deployment"],
     registry=REGISTRY,
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ANALYSIS_BATCH_LOOKS = Histogram(
+    "modelship_operator_analysis_batch_looks",
+    "ModelDeployments whose analyses went to Prometheus as one query per SLI.",
+    registry=REGISTRY,
+    buckets=(1, 2, 5, 10, 20, 50),
 )
 RECONCILE_ERRORS = Counter(
     "modelship_operator_reconcile_errors_total",

@@ -1,56 +1,126 @@
 """The Prometheus adapter: run the analysis queries (prometheus-api-client, with a timeout) and turn the
-answers into a Measurement. It decides nothing; a failed query becomes `query_error`."""
+answers into Measurements. It decides nothing; a failed query becomes `query_error`.
+
+`measure_many` answers the looks of many ModelDeployments with one query per SLI: each look's own query
+is a part of the union, and the answer is split back by the identity labels."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
+from model_runtime.contract import IDENTITY_LABELS
+
 from . import promql
 from .analysis import DriftSample, Measurement, TrackSample
 
+Identity = tuple[str, str, str]  # namespace, ModelDeployment, revision
 
-def _by_revision(result: list[dict[str, Any]]) -> dict[str, float]:
-    values: dict[str, float] = {}
+
+@dataclass(frozen=True)
+class Look:
+    """One ModelDeployment's analysis: its canary against its stable over the window."""
+
+    namespace: str
+    name: str
+    stable: str
+    canary: str
+    window_seconds: float
+    with_drift: bool
+
+    def identity(self, revision: str) -> Identity:
+        return (self.namespace, self.name, revision)
+
+    def scraped_query(self) -> str:
+        return promql.scraped(self.namespace, self.name, [self.stable, self.canary])
+
+    def queries(self) -> dict[str, str]:
+        """Its queries by SLI, as status shows them: the part of a batch that is this look's."""
+        revisions = [self.stable, self.canary]
+        found = {
+            "requests": promql.requests(self.namespace, self.name, revisions, self.window_seconds),
+            "errorRate": promql.errors(self.namespace, self.name, revisions, self.window_seconds),
+            "p99LatencySeconds": promql.latency_buckets(self.namespace, self.name, revisions, self.window_seconds),
+        }
+        if self.with_drift:
+            found["drift"] = promql.divergence_buckets(self.namespace, self.name, self.canary, self.window_seconds)
+        return found
+
+
+def _identity(labels: dict[str, Any]) -> Identity | None:
+    values = tuple(labels.get(label) for label in IDENTITY_LABELS)
+    if any(not isinstance(value, str) for value in values):
+        return None
+    return (str(values[0]), str(values[1]), str(values[2]))
+
+
+def _values(result: list[dict[str, Any]]) -> dict[Identity, float]:
+    values: dict[Identity, float] = {}
     for series in result:
-        revision = series.get("metric", {}).get("revision")
+        identity = _identity(series.get("metric", {}))
         try:
             value = float(series["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
             continue
-        if revision is not None:
-            values[revision] = value
+        if identity is not None:
+            values[identity] = value
     return values
 
 
-def _buckets(result: list[dict[str, Any]]) -> dict[str, tuple[tuple[float, float], ...]]:
-    found: dict[str, list[tuple[float, float]]] = {}
+def _buckets(result: list[dict[str, Any]]) -> dict[Identity, tuple[tuple[float, float], ...]]:
+    found: dict[Identity, list[tuple[float, float]]] = {}
     for series in result:
         labels = series.get("metric", {})
+        identity = _identity(labels)
         try:
             bound, count = float(labels["le"]), float(series["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
             continue
-        found.setdefault(labels.get("revision", ""), []).append((bound, count))
-    return {revision: tuple(sorted(pairs)) for revision, pairs in found.items()}
+        if identity is not None:
+            found.setdefault(identity, []).append((bound, count))
+    return {identity: tuple(sorted(pairs)) for identity, pairs in found.items()}
 
 
-def _scalar(result: list[dict[str, Any]]) -> float | None:
-    for series in result:
-        try:
-            value = float(series["value"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            continue
-        return None if math.isnan(value) else value
-    return None
+@dataclass(frozen=True)
+class _Answers:
+    scraped: dict[Identity, float]
+    requests: dict[Identity, float]
+    errors: dict[Identity, float]
+    latency: dict[Identity, tuple[tuple[float, float], ...]]
+    divergence: dict[Identity, tuple[tuple[float, float], ...]]
+    divergence_sum: dict[Identity, float]
+
+    def measurement(self, look: Look) -> Measurement:
+        def track(revision: str) -> TrackSample:
+            identity = look.identity(revision)
+            scraped = identity in self.scraped
+            # A counter series appears with a revision's first request; no series yet means zero, not blind.
+            return TrackSample(
+                requests=self.requests.get(identity, 0.0) if scraped else None,
+                errors=self.errors.get(identity, 0.0) if scraped else None,
+                buckets=self.latency.get(identity),
+                scraped=scraped,
+            )
+
+        drift = None
+        if look.with_drift:
+            canary = look.identity(look.canary)
+            histogram = self.divergence.get(canary, ())
+            total = self.divergence_sum.get(canary)
+            count = histogram[-1][1] if histogram else 0.0
+            mean = total / count if total is not None and not math.isnan(total) and count else None
+            drift = DriftSample(comparisons=count, mean=mean, buckets=histogram)
+        return Measurement(track(look.stable), track(look.canary), drift, queries=look.queries())
 
 
 class PrometheusSource:
-    """One Prometheus; `measure` is blocking (the handler runs it in a thread)."""
+    """One Prometheus; `measure_many` is blocking (the batcher runs it in a thread)."""
 
     def __init__(self, url: str, timeout_seconds: float) -> None:
         self.url = url
@@ -61,43 +131,33 @@ class PrometheusSource:
         result = self.client.custom_query(query, params={"timeout": f"{self.timeout:g}s"})
         return list(result) if isinstance(result, list) else []
 
-    def measure(
-        self, namespace: str, name: str, stable: str, canary: str, window_seconds: float, with_drift: bool
-    ) -> Measurement:
-        revisions = [stable, canary]
-        queries = {
-            "requests": promql.requests(namespace, name, revisions, window_seconds),
-            "errorRate": promql.errors(namespace, name, revisions, window_seconds),
-            "p99LatencySeconds": promql.latency_buckets(namespace, name, revisions, window_seconds),
-        }
-        if with_drift:
-            queries["drift"] = promql.divergence_buckets(namespace, name, canary, window_seconds)
+    def _union(self, parts: list[str]) -> list[dict[str, Any]]:
+        return self._query(promql.union(parts)) if parts else []
+
+    def measure_many(self, looks: Sequence[Look]) -> list[Measurement]:
+        """One query per SLI for all the looks; a failed query fails every look of the batch alike."""
+        if not looks:
+            return []
+        asked = [look.queries() for look in looks]
+        drifting = [look for look in looks if look.with_drift]
         try:
-            scraped = _by_revision(self._query(promql.scraped(namespace, name, revisions)))
-            counts = _by_revision(self._query(queries["requests"]))
-            errors = _by_revision(self._query(queries["errorRate"]))
-            buckets = _buckets(self._query(queries["p99LatencySeconds"]))
-            drift = None
-            if with_drift:
-                histogram = _buckets(self._query(queries["drift"])).get("", ())
-                total = _scalar(self._query(promql.divergence_sum(namespace, name, canary, window_seconds)))
-                count = histogram[-1][1] if histogram else 0.0
-                drift = DriftSample(
-                    comparisons=count, mean=(total / count) if total is not None and count else None, buckets=histogram
-                )
+            answers = _Answers(
+                scraped=_values(self._union([lk.scraped_query() for lk in looks])),
+                requests=_values(self._union([queries["requests"] for queries in asked])),
+                errors=_values(self._union([queries["errorRate"] for queries in asked])),
+                latency=_buckets(self._union([queries["p99LatencySeconds"] for queries in asked])),
+                divergence=_buckets(self._union([queries["drift"] for queries in asked if "drift" in queries])),
+                divergence_sum=_values(
+                    self._union(
+                        [promql.divergence_sum(lk.namespace, lk.name, lk.canary, lk.window_seconds) for lk in drifting]
+                    )
+                ),
+            )
         except (requests.RequestException, PrometheusApiClientException, ValueError) as error:
             empty = TrackSample(None, None, None, scraped=False)
-            return Measurement(
-                empty, empty, None, query_error=f"{type(error).__name__}: {error}"[:300], queries=queries
-            )
+            message = f"{type(error).__name__}: {error}"[:300]
+            return [Measurement(empty, empty, None, query_error=message, queries=q) for q in asked]
+        return [answers.measurement(look) for look in looks]
 
-        def track(revision: str) -> TrackSample:
-            # A counter series appears with a revision's first request; no series yet means zero, not blind.
-            return TrackSample(
-                requests=counts.get(revision, 0.0) if revision in scraped else None,
-                errors=errors.get(revision, 0.0) if revision in scraped else None,
-                buckets=buckets.get(revision),
-                scraped=revision in scraped,
-            )
-
-        return Measurement(track(stable), track(canary), drift, queries=queries)
+    def measure(self, look: Look) -> Measurement:
+        return self.measure_many([look])[0]

@@ -1,9 +1,11 @@
 """PromQL for the analysis, built by pure functions so every query is testable and visible in the docs.
 
-Each query returns one series per revision (`sum by (revision)`), so canary and stable are measured by
-the same query over the same window. Only user traffic counts: the router's mirror probes carry their own
-`source` label. Metric and label names come from model_runtime.contract, which the runtime uses to export
-them. Label values are escaped; revisions are hex and names DNS labels, but nothing here trusts that.
+Each query returns one series per revision, keyed by the identity labels (namespace, ModelDeployment,
+revision), so canary and stable are measured by the same query over the same window, and the looks of
+many ModelDeployments can go out as one query (`union`) whose answer still says whose series is whose.
+Only user traffic counts: the router's mirror probes carry their own `source` label. Metric and label
+names come from model_runtime.contract, which the runtime uses to export them. Label values are escaped;
+revisions are hex and names DNS labels, but nothing here trusts that.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from model_runtime.contract import (
     ANSWERED_ENDPOINTS,
     CODE_LABEL,
     ENDPOINT_LABEL,
+    IDENTITY_LABELS,
     MODEL_READY,
     OUTPUT_DIVERGENCE,
     REQUEST_DURATION,
@@ -21,6 +24,7 @@ from model_runtime.contract import (
 )
 
 SERVER_ERRORS = "5.."  # a client that hung up is 499, and not the server's fault
+BY_IDENTITY = ", ".join(IDENTITY_LABELS)
 
 
 def _quote(value: str) -> str:
@@ -47,32 +51,40 @@ def _user_requests(namespace: str, name: str, revisions: list[str], extra: str =
 
 def requests(namespace: str, name: str, revisions: list[str], seconds: float) -> str:
     match = _user_requests(namespace, name, revisions)
-    return f"sum by (revision) (increase({REQUESTS_TOTAL}{match}[{window(seconds)}]))"
+    return f"sum by ({BY_IDENTITY}) (increase({REQUESTS_TOTAL}{match}[{window(seconds)}]))"
 
 
 def errors(namespace: str, name: str, revisions: list[str], seconds: float) -> str:
     match = _user_requests(namespace, name, revisions, f"{CODE_LABEL}=~{_quote(SERVER_ERRORS)}")
-    return f"sum by (revision) (increase({REQUESTS_TOTAL}{match}[{window(seconds)}]))"
+    return f"sum by ({BY_IDENTITY}) (increase({REQUESTS_TOTAL}{match}[{window(seconds)}]))"
 
 
 def latency_buckets(namespace: str, name: str, revisions: list[str], seconds: float) -> str:
     """Cumulative request-duration buckets per revision; the P99 and the slow-request counts are computed
     from them (analysis.quantile is histogram_quantile's interpolation)."""
     match = _user_requests(namespace, name, revisions)
-    return f"sum by (revision, le) (increase({REQUEST_DURATION}_bucket{match}[{window(seconds)}]))"
+    return f"sum by ({BY_IDENTITY}, le) (increase({REQUEST_DURATION}_bucket{match}[{window(seconds)}]))"
 
 
 def scraped(namespace: str, name: str, revisions: list[str]) -> str:
     """Which revisions Prometheus scrapes at all: an absent series means blindness, not zero traffic."""
-    return f"max by (revision) ({MODEL_READY}{selector(namespace, name, revisions)})"
+    return f"max by ({BY_IDENTITY}) ({MODEL_READY}{selector(namespace, name, revisions)})"
 
 
 def divergence_buckets(namespace: str, name: str, canary: str, seconds: float) -> str:
     """The canary's divergence histogram (cumulative, with _count as +Inf); mean and test come from it."""
     match = selector(namespace, name, [canary])
-    return f"sum by (le) (increase({OUTPUT_DIVERGENCE}_bucket{match}[{window(seconds)}]))"
+    return f"sum by ({BY_IDENTITY}, le) (increase({OUTPUT_DIVERGENCE}_bucket{match}[{window(seconds)}]))"
 
 
 def divergence_sum(namespace: str, name: str, canary: str, seconds: float) -> str:
     match = selector(namespace, name, [canary])
-    return f"sum(increase({OUTPUT_DIVERGENCE}_sum{match}[{window(seconds)}]))"
+    return f"sum by ({BY_IDENTITY}) (increase({OUTPUT_DIVERGENCE}_sum{match}[{window(seconds)}]))"
+
+
+def union(queries: list[str]) -> str:
+    """One query answering every part. Each part selects one ModelDeployment by exact namespace and name
+    and keeps the identity labels, so the parts' label sets never meet and `or` keeps every series."""
+    if len(queries) == 1:
+        return queries[0]
+    return " or ".join(f"({query})" for query in queries)

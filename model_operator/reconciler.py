@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from datetime import UTC, datetime
@@ -19,14 +20,16 @@ from kubernetes.client.exceptions import ApiException
 
 from . import metrics
 from .analysis import Outcome, criteria_for, drift_measured, judge
+from .analysis_batch import AnalysisBatcher, LookRequest
 from .api import InvalidSpecError, ModelDeploymentSpec, ModelDeploymentStatus, parse_spec
 from .children import desired_children, object_key, revision_record
 from .conditions import with_apply_failure
+from .deployments import DeploymentView
 from .kube import ApplyError, Kube
 from .naming import ACTION_ANNOTATION
 from .prometheus import PrometheusSource
 from .revision import revision_of
-from .rollout import Decision, Event, Observation, analysis_due, analysis_window_seconds, decide
+from .rollout import Decision, Event, Observation, RevisionState, analysis_due, analysis_window_seconds, decide
 from .settings import OperatorSettings
 
 log = logging.getLogger("model_operator")
@@ -80,6 +83,9 @@ class ResourceLoop:
         # (apiVersion, kind, name) -> (what was applied, when, the generation the API server gave it)
         self.applied: dict[tuple[str, str, str], tuple[str, float, int]] = {}
         self.pruned_for: tuple[frozenset[tuple[str, str, str]], float] | None = None
+        self.listed_at: float | None = None  # when its Deployments were last listed into the view
+        # revision -> its record's data, the highest record number, and when they were listed
+        self.records: tuple[dict[str, dict[str, Any]], int, float] | None = None
         self.apply_error: str | None = None
         self.task = asyncio.create_task(self._run(), name=f"reconcile-{self.key}")
 
@@ -129,11 +135,14 @@ class Operator:
         self.standing_by: dict[str, dict[str, Any]] = {}
         self.loops: dict[str, ResourceLoop] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._sources: dict[str, PrometheusSource] = {}
+        self._batchers: dict[str, AnalysisBatcher] = {}
+        self.deployments = DeploymentView()
 
     # ---- events from kopf -------------------------------------------------------------------------
     def observe(self, kind: str | None, body: dict[str, Any]) -> None:
         key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+        if kind == "DELETED":
+            self.deployments.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
         if not self.leading:
             if kind == "DELETED":
                 self.standing_by.pop(key, None)
@@ -168,6 +177,7 @@ class Operator:
     def child_changed(self, namespace: str, name: str, kind: str | None, child: dict[str, Any]) -> None:
         """A watched child (a Deployment) changed: wake its loop, and when its spec is no longer the one
         this operator applied (edited by someone else, or deleted), apply it again at that reconcile."""
+        self.deployments.record((namespace, name), kind, child)
         loop = self.loops.get(f"{namespace}/{name}")
         if loop is None:
             return
@@ -196,10 +206,11 @@ class Operator:
             problems: tuple[str, ...] = ()
         except InvalidSpecError as error:
             spec, desired, problems = None, None, tuple(error.problems)
-        revisions = await asyncio.to_thread(self.kube.revisions, namespace, name)
+        revisions = await self._revisions(loop, namespace, name)
         analysis = None
         if spec is not None and analysis_due(previous, spec, now):
-            analysis = await self._analyse(namespace, name, spec, previous, now)
+            analysis = await self._analyse(namespace, name, spec, previous)
+            now = datetime.now(UTC)  # the look waited for its batch; the decision is as of its answer
         decision = decide(
             previous,
             Observation(
@@ -251,24 +262,52 @@ class Operator:
             return ERROR_BACKOFF_SECONDS
         return min(decision.requeue_after, self.settings.resync_seconds)
 
+    async def _revisions(self, loop: ResourceLoop, namespace: str, name: str) -> dict[str, RevisionState]:
+        """From the Deployment watch's view; listed once per loop before the view is trusted, and every
+        resync. Pods are listed only for a revision short of ready pods."""
+        owner = (namespace, name)
+        if loop.listed_at is None or time.monotonic() - loop.listed_at >= RESYNC_APPLY_SECONDS:
+            since = self.deployments.mark()
+            listed = await asyncio.to_thread(self.kube.model_deployments, namespace, name)
+            self.deployments.merge(owner, listed, since)
+            loop.listed_at = time.monotonic()
+        pods = self.deployments.revisions(owner)
+        if all(p.ready >= p.replicas for p in pods.values()):
+            return self.kube.revisions(namespace, name, pods)  # no API call to make: no thread
+        return await asyncio.to_thread(self.kube.revisions, namespace, name, pods)
+
+    async def _records(self, loop: ResourceLoop, namespace: str, name: str) -> tuple[dict[str, dict[str, Any]], int]:
+        """Revision records change only by this operator's hand (created here, pruned here), so they are
+        listed once per loop and every resync, and kept up to date as they are written."""
+        if loop.records is None or time.monotonic() - loop.records[2] >= RESYNC_APPLY_SECONDS:
+            records, highest = await asyncio.to_thread(self.kube.revision_records, namespace, name)
+            loop.records = (records, highest, time.monotonic())
+        records, highest, _ = loop.records
+        return dict(records), highest
+
     async def _analyse(
-        self, namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime
+        self, namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus
     ) -> Outcome:
         assert status.stable_revision is not None
         assert status.canary_revision is not None
         url = spec.rollout.analysis.prometheus_url or self.settings.prometheus_url
-        source = self._sources.get(url) or self._sources.setdefault(
-            url, PrometheusSource(url, self.settings.prometheus_timeout_seconds)
+        batcher = self._batchers.get(url) or self._batchers.setdefault(
+            url,
+            AnalysisBatcher(
+                PrometheusSource(url, self.settings.prometheus_timeout_seconds).measure_many,
+                self.settings.analysis_batch_seconds,
+            ),
         )
         started = time.monotonic()
-        measurement = await asyncio.to_thread(
-            source.measure,
-            namespace,
-            name,
-            status.stable_revision,
-            status.canary_revision,
-            analysis_window_seconds(status, spec, now),
-            drift_measured(spec),
+        measurement = await batcher.measure(
+            LookRequest(
+                namespace,
+                name,
+                status.stable_revision,
+                status.canary_revision,
+                functools.partial(analysis_window_seconds, status, spec),
+                drift_measured(spec),
+            )
         )
         outcome = judge(measurement, criteria_for(spec), status.carried_evidence)
         metrics.ANALYSIS_DURATION.labels(namespace, name).observe(time.monotonic() - started)
@@ -279,12 +318,13 @@ class Operator:
     ) -> None:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        records, highest = await asyncio.to_thread(self.kube.revision_records, namespace, name)
+        records, highest = await self._records(loop, namespace, name)
         objects = []
+        new_record = None
         if desired not in records:
-            record = revision_record(name, spec, desired, highest + 1, self.settings)
-            objects.append(record)
-            records[desired] = record["data"]
+            new_record = revision_record(name, spec, desired, highest + 1, self.settings)
+            objects.append(new_record)
+            records[desired] = new_record["data"]
         children, missing = desired_children(name, namespace, spec, desired, records, decision, self.settings)
         for revision in missing:
             log.warning(
@@ -298,8 +338,14 @@ class Operator:
             seen = loop.applied.get(key)
             if seen is not None and seen[0] == text and now - seen[1] < RESYNC_APPLY_SECONDS:
                 continue
-            generation = await asyncio.to_thread(self.kube.apply, obj, namespace)
+            try:
+                generation = await asyncio.to_thread(self.kube.apply, obj, namespace)
+            except BaseException:
+                loop.records = None  # what was written is not known: list the records again
+                raise
             loop.applied[key] = (text, now, generation)
+            if obj is new_record and loop.records is not None:
+                loop.records = (records, highest + 1, loop.records[2])
         keep = {object_key(o) for o in objects}
         history = [h.revision for h in decision.status.history][-RECORDS_KEPT:]
         kept_records = {
@@ -330,6 +376,8 @@ class Operator:
             if kind == "ControllerRevision" and object_name in kept_records:
                 continue
             log.info("%s: deleting %s %s", loop.key, kind, object_name)
+            if kind == "ControllerRevision":
+                loop.records = None
             await asyncio.to_thread(self.kube.delete, namespace, api_version, kind, object_name)
             loop.applied.pop((api_version, kind, object_name), None)
         loop.pruned_for = (wanted, time.monotonic())

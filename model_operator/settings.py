@@ -21,6 +21,10 @@ class OperatorSettings(BaseModel):
     prometheus_url: str = "http://prometheus-server.monitoring.svc:80"
     """Prometheus to query when a spec names none."""
     prometheus_timeout_seconds: float = Field(default=5.0, gt=0)
+    analysis_batch_seconds: float = Field(default=1.0, ge=0, le=10)
+    """Analyses falling due within the same slot of this length go to Prometheus as one query per SLI, so
+    Prometheus sees at most one batch per slot however large the fleet; a look waits at most this long.
+    0 sends each look at once."""
     scale_down_delay_seconds: float = Field(default=30.0, ge=0)
     """How long a replaced stable revision keeps running after promotion, so in-flight requests and
     clients that still route to it finish before its pods go."""

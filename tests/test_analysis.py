@@ -221,14 +221,17 @@ def test_error_test_needs_fewer_requests_the_worse_the_canary_is() -> None:
 def test_promql_selects_both_tracks_in_one_query() -> None:
     query = promql.requests("team-a", "chat", ["s1", "c1"], 42.4)
     assert query == (
-        'sum by (revision) (increase(modelship_requests_total{namespace="team-a",'
+        'sum by (namespace, model_deployment, revision) (increase(modelship_requests_total{namespace="team-a",'
         'model_deployment="chat",revision=~"s1|c1",endpoint=~"completions|chat_completions|embeddings",'
         'source="user"}[42s]))'
     )
     assert 'code=~"5.."' in promql.errors("ns", "m", ["a"], 10)
-    assert promql.latency_buckets("ns", "m", ["a", "b"], 10).startswith("sum by (revision, le) (increase(")
+    assert promql.latency_buckets("ns", "m", ["a", "b"], 10).startswith(
+        "sum by (namespace, model_deployment, revision, le) (increase("
+    )
     assert (
-        promql.scraped("ns", "m", ["a"]) == 'max by (revision) (modelship_model_ready{namespace="ns",'
+        promql.scraped("ns", "m", ["a"])
+        == 'max by (namespace, model_deployment, revision) (modelship_model_ready{namespace="ns",'
         'model_deployment="m",revision=~"a"})'
     )
     assert promql.window(0.2) == "1s"
