@@ -29,7 +29,16 @@ from .kube import ApplyError, Kube
 from .naming import ACTION_ANNOTATION
 from .prometheus import PrometheusSource
 from .revision import revision_of
-from .rollout import Decision, Event, Observation, RevisionState, analysis_due, analysis_window_seconds, decide
+from .rollout import (
+    MIN_REQUEUE_SECONDS,
+    Decision,
+    Event,
+    Observation,
+    RevisionState,
+    analysis_due,
+    analysis_window_seconds,
+    decide,
+)
 from .settings import OperatorSettings
 
 log = logging.getLogger("model_operator")
@@ -210,7 +219,6 @@ class Operator:
         analysis = None
         if spec is not None and analysis_due(previous, spec, now):
             analysis = await self._analyse(namespace, name, spec, previous)
-            now = datetime.now(UTC)  # the look waited for its batch; the decision is as of its answer
         decision = decide(
             previous,
             Observation(
@@ -260,7 +268,10 @@ class Operator:
         metrics.record_state(namespace, name, decision.status.phase.value, decision.weight)
         if loop.apply_error:
             return ERROR_BACKOFF_SECONDS
-        return min(decision.requeue_after, self.settings.resync_seconds)
+        # The decision's requeue counts from its `now`: time spent since (an analysis waiting for its batch,
+        # slow API calls) is not added again, so looks stay an interval apart instead of drifting later.
+        spent = (datetime.now(UTC) - now).total_seconds()
+        return max(MIN_REQUEUE_SECONDS, min(decision.requeue_after, self.settings.resync_seconds) - spent)
 
     async def _revisions(self, loop: ResourceLoop, namespace: str, name: str) -> dict[str, RevisionState]:
         """From the Deployment watch's view; listed once per loop before the view is trusted, and every

@@ -148,7 +148,7 @@ def test_a_loop_reads_its_revisions_from_the_view_and_lists_only_once() -> None:
         # the watch shows the first revision's Deployment with its pods, then with them ready
         created = deployment(f"chat-{revision}", revision=revision, ready=0)
         operator.child_changed("ns", "chat", "ADDED", created)
-        await asyncio.sleep(0.1)  # several resyncs while pods start: none lists anything
+        await asyncio.sleep(1.2)  # resyncs (at least 0.5 s apart) while pods start: none lists anything
         operator.child_changed("ns", "chat", "MODIFIED", deployment(f"chat-{revision}", revision=revision))
         await _wait_for(lambda: kube.statuses[-1]["phase"] == "Healthy")
         assert kube.statuses[-1]["stableReadyReplicas"] == 2
