@@ -13,8 +13,9 @@ nodes (`runtime.nodeSelector`) in `replicas` traffic mode (no router pods). At e
 * API requests per second the whole cluster served (apiserver_request_total), and Prometheus queries per
   second (prometheus_http_requests_total on /api/v1/query), while the wave's canaries are analysed.
 
-The fake pods export no metrics, so each canary's analysis finds no series (NoData) and holds its weight:
-the queries are real, their answers empty.
+The fake pods export nothing; one synthetic exporter (bench/scale/exporter.py), which Prometheus scrapes,
+serves the runtime's SLI series for every revision the statuses name, both tracks alike, so every canary's
+analysis judges real data (and passes, holding at its step until the pause ends).
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ from e2e.kube import Kubectl, wait_until
 from e2e.leadership import container_pid, leader_pod
 from e2e.modelship import install_operator, model_volume
 
+from .exporter import FleetSLIs
+from .exporter import start as start_exporter
+
 NAMESPACE = "fleet"
+EXPORTER = ("127.0.0.1", 9650)  # inside the cluster's network namespace, where Prometheus runs
 GROUP, VERSION, PLURAL = "modelship.io", "v1alpha1", "modeldeployments"
 PODS_PER_NODE = 250
 FAKE_NODE_LABEL = {"type": "kwok"}
@@ -87,7 +92,7 @@ class Seen:
     reported: dict[tuple[str, int], float]
 
 
-def watch_status(custom: client.CustomObjectsApi, seen: Seen, stop: threading.Event) -> None:
+def watch_status(custom: client.CustomObjectsApi, seen: Seen, slis: FleetSLIs, stop: threading.Event) -> None:
     while not stop.is_set():
         stream = watch.Watch()
         try:
@@ -95,7 +100,10 @@ def watch_status(custom: client.CustomObjectsApi, seen: Seen, stop: threading.Ev
                 custom.list_namespaced_custom_object, GROUP, VERSION, NAMESPACE, PLURAL, timeout_seconds=30
             ):
                 body = event["object"]
-                generation = (body.get("status") or {}).get("observedGeneration")
+                status = body.get("status") or {}
+                generation = status.get("observedGeneration")
+                revisions = [status.get("stableRevision"), status.get("canaryRevision")]
+                slis.serve(body["metadata"]["name"], [r for r in revisions if r])
                 if generation:
                     seen.reported.setdefault((body["metadata"]["name"], int(generation)), time.monotonic())
                 if stop.is_set():
@@ -107,6 +115,17 @@ def watch_status(custom: client.CustomObjectsApi, seen: Seen, stop: threading.Ev
 def all_healthy(custom: client.CustomObjectsApi, names: set[str]) -> bool:
     items = custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]
     return all((o.get("status") or {}).get("phase") == "Healthy" for o in items if o["metadata"]["name"] in names)
+
+
+def verdicts(custom: client.CustomObjectsApi) -> dict[str, int]:
+    """The latest analysis verdict of every canary in flight."""
+    found: dict[str, int] = {}
+    for item in custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)["items"]:
+        status = item.get("status") or {}
+        if status.get("canaryRevision"):
+            verdict = (status.get("lastAnalysis") or {}).get("verdict", "none yet")
+            found[verdict] = found.get(verdict, 0) + 1
+    return found
 
 
 def counter_total(text: str, name: str, must: str = "") -> float:
@@ -162,10 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     tools.build(tools.KWOK)
-    plane = ControlPlane("scale", scrape_interval="15s")
+    plane = ControlPlane("scale", scrape_interval="15s", scrape_targets=(f"{EXPORTER[0]}:{EXPORTER[1]}",))
     # Only the operator runs for real here: a store of its own, so the bench can run beside another cluster.
     info = plane.up(private_store=("operator",))
     plane.enter()
+    slis = FleetSLIs(NAMESPACE)
+    exporter = start_exporter(slis, *EXPORTER)
     kwok: subprocess.Popen[bytes] | None = None
     try:
         kubectl = Kubectl(info.kubeconfig)
@@ -209,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         model_volume(kubectl, NAMESPACE, Path("/nonexistent-models"))  # fake pods never read it
         seen = Seen({})
         stop = threading.Event()
-        watcher = threading.Thread(target=watch_status, args=(custom, seen, stop), daemon=True)
+        watcher = threading.Thread(target=watch_status, args=(custom, seen, slis, stop), daemon=True)
         watcher.start()
         rows = []
         created = 0
@@ -250,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             wave = latencies(seen, started, generation, timeout=600)
             time.sleep(max(0.0, 60 - (time.monotonic() - window_start)))
             seconds = time.monotonic() - window_start
-            row = {
+            row: dict[str, Any] = {
                 "size": size,
                 "create_p50": statistics.median(create),
                 "create_p99": percentile(create, 0.99),
@@ -259,13 +280,15 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_mib": rss,
                 "api_rps": (api_requests(kubectl) - api_before) / seconds,
                 "queries_ps": (prometheus_queries(info) - queries_before) / seconds,
+                "verdicts": verdicts(custom),
             }
             rows.append(row)
             print(
                 f"[{size}, {args.api_workers} workers] create P50 {row['create_p50']:.2f}s "
                 f"P99 {row['create_p99']:.2f}s | wave of {len(names)}: "
                 f"P50 {row['wave_p50']:.2f}s P99 {row['wave_p99']:.2f}s | operator RSS {rss:.0f} MiB | "
-                f"{row['api_rps']:.0f} API req/s | {row['queries_ps']:.1f} Prometheus queries/s",
+                f"{row['api_rps']:.0f} API req/s | {row['queries_ps']:.1f} Prometheus queries/s | "
+                f"canaries' last verdicts {row['verdicts']}",
                 flush=True,
             )
         stop.set()
@@ -284,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{shown} | {row['api_rps']:.0f} | {row['queries_ps']:.1f} |"
             )
     finally:
+        exporter.shutdown()
         if kwok is not None:
             kwok.terminate()
         if not args.keep:

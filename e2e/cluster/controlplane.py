@@ -101,8 +101,10 @@ class ControlPlane:
         root: Path | None = None,
         scrape_interval: str = "1s",
         backoff_seconds: float = 10.0,
+        scrape_targets: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        self.scrape_targets = scrape_targets  # host:port inside the cluster's network, besides the pods
         self.backoff_seconds = backoff_seconds
         self.root = root or state_root() / name
         self.scrape_interval = scrape_interval
@@ -427,6 +429,14 @@ class ControlPlane:
                 }
             ],
         }
+        if self.scrape_targets:
+            config["scrape_configs"].append(  # type: ignore[attr-defined]
+                {
+                    "job_name": "targets",
+                    "honor_labels": True,
+                    "static_configs": [{"targets": list(self.scrape_targets)}],
+                }
+            )
         (self.root / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
 
     # ---- readiness probes -------------------------------------------------------------------------
