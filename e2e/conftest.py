@@ -102,13 +102,13 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Models the scenarios serve: the tiny GPT-2, and a corrupted copy (permuted position embeddings)."""
+    from e2e.modelship import readable_by_pods
     from model_runtime.tinymodel import build
 
     root = tmp_path_factory.mktemp("models")
     build(root / "tiny")
     build(root / "tiny-permuted", variant="permuted-positions")
-    for path in [root, *root.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
+    readable_by_pods(root)
     return root
 
 

@@ -140,6 +140,12 @@ def model_volume(kubectl: Kubectl, namespace: str, directory: Path) -> None:
     )
 
 
+def readable_by_pods(root: Path) -> None:
+    """Model folders a hostPath volume serves to pods running as another user (uid 1000) than the builder."""
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in change.items():

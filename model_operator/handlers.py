@@ -21,7 +21,7 @@ from kubernetes.utils.keepalive import tcp_keepalive_socket_options
 from . import metrics
 from .api.resource import GROUP, PLURAL, VERSION
 from .kube import Kube
-from .leadership import Leadership
+from .leadership import LEASE_THREADS, Leadership
 from .lease_store import KubernetesLeaseStore
 from .naming import LABEL_MODEL_DEPLOYMENT
 from .reconciler import Operator
@@ -78,7 +78,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         ThreadPoolExecutor(max_workers=operator_settings.api_workers, thread_name_prefix="reconcile")
     )
     identity = _identity()
-    api_client = _api_client(identity, operator_settings.api_workers)
+    # one pooled connection per thread that calls the API: the reconcile workers and the Lease's own
+    api_client = _api_client(identity, operator_settings.api_workers + LEASE_THREADS)
     metrics.serve(operator_settings.metrics_port, operator_settings.metrics_host)
     if not operator_settings.leader_election:
         memo["operator"] = Operator(operator_settings, Kube(api_client))

@@ -26,6 +26,8 @@ from typing import Protocol
 
 log = logging.getLogger("model_operator.leadership")
 
+LEASE_THREADS = 2  # renewals run on threads of their own, never queued behind reconciles
+
 
 @dataclass(frozen=True)
 class LeaseRecord:
@@ -118,7 +120,7 @@ class Leadership:
         self._observed_at = 0.0
         # Its own threads: renewals must not queue behind reconciles in the default executor, or a busy
         # operator would lose its lease to its own load.
-        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lease")
+        self._executor = ThreadPoolExecutor(max_workers=LEASE_THREADS, thread_name_prefix="lease")
 
     def holds(self) -> bool:
         """Whether this replica may act now: it led at its last renewal and the renew deadline since the

@@ -5,11 +5,15 @@ a real control plane whose extra nodes and pods are kwok's (marked Running and R
 
 It brings up its own local control plane, installs the chart (two operator replicas, as users get them),
 registers fake nodes that kwok manages, and creates ModelDeployments whose model pods are pinned to those
-nodes (`runtime.nodeSelector`) in `replicas` traffic mode (no router pods). At each size it measures:
+nodes (`runtime.nodeSelector`) in `replicas` traffic mode (no router pods). Beside them, `--real` (5 by
+default) ModelDeployments serve the tiny GPT-2 for real on the real node, behind their routers, with load
+running through them the whole time; before each wave they roll out too (and must be promoted). At each
+size it measures:
 
 * reconcile latency: from the create (or the spec change) to the status that reports the new generation,
   seen by a watch; P50 and P99 over the batch;
 * the leading operator's resident memory, and per ModelDeployment;
+* the real ModelDeployments' rollouts (each must be promoted) and the load's failed requests (none may fail);
 * API requests per second the whole cluster served (apiserver_request_total), and Prometheus queries per
   second (prometheus_http_requests_total on /api/v1/query), while the wave's canaries are analysed.
 
@@ -25,6 +29,7 @@ import math
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -38,22 +43,27 @@ from e2e.cluster import tools
 from e2e.cluster.controlplane import ClusterInfo, ControlPlane
 from e2e.kube import Kubectl, wait_until
 from e2e.leadership import container_pid, leader_pod
-from e2e.modelship import install_operator, model_volume
+from e2e.load import LoadGenerator
+from e2e.modelship import BASE_SPEC, Deployed, install_operator, model_volume, readable_by_pods
+from model_runtime.tinymodel import build as build_tiny_model
 
 from .exporter import FleetSLIs
 from .exporter import start as start_exporter
 
 NAMESPACE = "fleet"
+REAL_NAMESPACE = "serving"
 EXPORTER = ("127.0.0.1", 9650)  # inside the cluster's network namespace, where Prometheus runs
 GROUP, VERSION, PLURAL = "modelship.io", "v1alpha1", "modeldeployments"
 PODS_PER_NODE = 250
 FAKE_NODE_LABEL = {"type": "kwok"}
+FAKE_NODE_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}  # real pods stay off
 FLEET_SPEC: dict[str, Any] = {
     "model": {"uri": "pvc://models/tiny"},
     "runtime": {
         "replicas": 1,
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
         "nodeSelector": FAKE_NODE_LABEL,
+        "tolerations": [{"key": FAKE_NODE_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
     },
     "traffic": {"mode": "replicas"},
     "rollout": {"steps": [{"weight": 20, "pause": "10m"}], "analysis": {"interval": "30s"}},
@@ -69,6 +79,7 @@ def fake_node(name: str) -> dict[str, Any]:
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {**FAKE_NODE_LABEL, "kubernetes.io/hostname": name},
         },
+        "spec": {"taints": [FAKE_NODE_TAINT]},
         "status": {
             "allocatable": {"cpu": "256", "memory": "1Ti", "pods": str(PODS_PER_NODE)},
             "capacity": {"cpu": "256", "memory": "1Ti", "pods": str(PODS_PER_NODE)},
@@ -128,6 +139,34 @@ def verdicts(custom: client.CustomObjectsApi) -> dict[str, int]:
     return found
 
 
+def serve_for_real(
+    kubectl: Kubectl, core: client.CoreV1Api, custom: client.CustomObjectsApi, count: int
+) -> list[Deployed]:
+    """`count` ModelDeployments of the tiny GPT-2 on the real node, each Healthy and behind its router."""
+    if not count:
+        return []
+    models = Path(tempfile.mkdtemp(prefix="scale-models-"))
+    build_tiny_model(models / "tiny")
+    readable_by_pods(models)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=REAL_NAMESPACE)))
+    wait_until(lambda: core.list_namespaced_service_account(REAL_NAMESPACE).items, "default ServiceAccount", 30)
+    model_volume(kubectl, REAL_NAMESPACE, models)
+    deployed = [Deployed(kubectl, core, custom, REAL_NAMESPACE, f"real{index}") for index in range(count)]
+    for one in deployed:
+        one.apply(BASE_SPEC)
+    for one in deployed:
+        one.wait_phase("Healthy", timeout=600)
+    return deployed
+
+
+def roll_out_for_real(deployed: list[Deployed], size: int) -> list[dict[str, Any] | None]:
+    """A new revision for each real ModelDeployment; returns the history entry each rollout starts after."""
+    since = [one.last_entry() for one in deployed]
+    for one in deployed:
+        one.patch({"runtime": {"env": [{"name": "WAVE", "value": f"{size}-{time.time()}"}]}})
+    return since
+
+
 def counter_total(text: str, name: str, must: str = "") -> float:
     return sum(
         float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{") and must in line
@@ -177,17 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-workers", type=int, default=32, help="the chart's apiWorkers (6 is asyncio's default on 2 cores)"
     )
+    parser.add_argument("--real", type=int, default=5, help="ModelDeployments serving for real, with load")
     parser.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     tools.build(tools.KWOK)
     plane = ControlPlane("scale", scrape_interval="15s", scrape_targets=(f"{EXPORTER[0]}:{EXPORTER[1]}",))
     # Only the operator runs for real here: a store of its own, so the bench can run beside another cluster.
-    info = plane.up(private_store=("operator",))
+    info = plane.up(private_store=("operator", "runtime") if args.real else ("operator",))
     plane.enter()
     slis = FleetSLIs(NAMESPACE)
     exporter = start_exporter(slis, *EXPORTER)
     kwok: subprocess.Popen[bytes] | None = None
+    loads: list[LoadGenerator] = []
     try:
         kubectl = Kubectl(info.kubeconfig)
         api = config.new_client_from_config(config_file=info.kubeconfig)
@@ -228,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         wait_until(lambda: core.list_namespaced_service_account(NAMESPACE).items, "default ServiceAccount", 30)
         model_volume(kubectl, NAMESPACE, Path("/nonexistent-models"))  # fake pods never read it
+        real = serve_for_real(kubectl, core, custom, args.real)
+        loads = [one.load(rate=5.0) for one in real]
+        for load in loads:
+            load.__enter__()
         seen = Seen({})
         stop = threading.Event()
         watcher = threading.Thread(target=watch_status, args=(custom, seen, slis, stop), daemon=True)
@@ -255,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
             rss = operator_rss_mib(core, plane)
             # A wave: `wave` ModelDeployments get a new revision at once.
             names = [f"m{index:04d}" for index in range(max(0, size - args.wave), size)]  # not yet rolling out
+            # The real ones roll out first, so the wave is measured with their new pods serving, not starting.
+            real_since = roll_out_for_real(real, size)
+            real_results = [
+                one.wait_rollout_end(since, "the real rollout's end", timeout=600)["result"]
+                for one, since in zip(real, real_since, strict=True)
+            ]
             api_before, queries_before, window_start = api_requests(kubectl), prometheus_queries(info), time.monotonic()
             started, generation = {}, {}
             for name in names:
@@ -281,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
                 "api_rps": (api_requests(kubectl) - api_before) / seconds,
                 "queries_ps": (prometheus_queries(info) - queries_before) / seconds,
                 "verdicts": verdicts(custom),
+                "real": real_results,
+                "failed": sum(len(load.report.failures) for load in loads),
+                "answered": sum(len(load.report.results) for load in loads),
             }
             rows.append(row)
             print(
@@ -288,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"P99 {row['create_p99']:.2f}s | wave of {len(names)}: "
                 f"P50 {row['wave_p50']:.2f}s P99 {row['wave_p99']:.2f}s | operator RSS {rss:.0f} MiB | "
                 f"{row['api_rps']:.0f} API req/s | {row['queries_ps']:.1f} Prometheus queries/s | "
-                f"canaries' last verdicts {row['verdicts']}",
+                f"canaries' last verdicts {row['verdicts']} | real rollouts {row['real']}, "
+                f"{row['failed']} of {row['answered']} requests failed",
                 flush=True,
             )
         stop.set()
@@ -306,7 +361,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['wave_p50']:.2f} / {row['wave_p99']:.2f} s | {row['rss_mib']:.0f} MiB | "
                 f"{shown} | {row['api_rps']:.0f} | {row['queries_ps']:.1f} |"
             )
+        failed = [r for load in loads for r in load.report.failures]
+        if failed or any(result != "Promoted" for row in rows for result in row["real"]):
+            print(
+                f"FAILED: {len(failed)} failed requests, e.g. {failed[:3]}; real rollouts {[r['real'] for r in rows]}"
+            )
+            return 1
     finally:
+        for load in loads:
+            load.stop()
         exporter.shutdown()
         if kwok is not None:
             kwok.terminate()
