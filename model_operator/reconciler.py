@@ -374,10 +374,13 @@ class Operator:
         kept_records: set[str],
         missing: list[str],
     ) -> None:
-        """Delete what this ModelDeployment owns and no longer wants; only when the wanted set changed."""
-        wanted = frozenset(keep)
+        """Delete what this ModelDeployment owns and no longer wants: only when the wanted set lost something
+        since the last prune (what it owns it applied since, all of it wanted then), or every resync. A
+        rollout's start only adds children, and costs no listing of the eight kinds."""
+        wanted = frozenset(key for key in keep if key[1] != "ControllerRevision")  # records: kept_records
         last = loop.pruned_for
-        if last is not None and last[0] == wanted and time.monotonic() - last[1] < RESYNC_APPLY_SECONDS:
+        if last is not None and wanted >= last[0] and time.monotonic() - last[1] < RESYNC_APPLY_SECONDS:
+            loop.pruned_for = (wanted, last[1])
             return
         owned = await asyncio.to_thread(self.kube.owned, namespace, name, uid)
         spared = {f"{name}-{r}" for r in missing}

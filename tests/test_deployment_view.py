@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -158,4 +159,58 @@ def test_a_loop_reads_its_revisions_from_the_view_and_lists_only_once() -> None:
     assert kube.calls["list deployments"] == 1
     assert kube.calls["list records"] == 1
     assert kube.calls["apply ControllerRevision"] == 1
+    assert kube.calls["list owned"] == 1  # the wanted children only grew: nothing to prune
     assert kube.calls["list pods"] >= 1  # while it was short of ready pods, and only then
+
+
+A, B = ("apps/v1", "Deployment", "chat-a"), ("apps/v1", "Deployment", "chat-b")
+RECORD = ("apps/v1", "ControllerRevision", "chat-a")
+
+
+class OwningKube(CountingKube):
+    """Owns A and B, and records what is deleted."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body)
+        self.removed: list[tuple[str, str, str]] = []
+
+    def owned(self, namespace: str, name: str, owner_uid: str) -> list[tuple[str, str, str]]:
+        self.calls["list owned"] += 1
+        return [A, B]
+
+    def delete(self, namespace: str, api_version: str, kind: str, name: str) -> None:
+        self.removed.append((api_version, kind, name))
+
+
+@dataclass
+class PruningLoop:
+    pruned_for: tuple[frozenset[tuple[str, str, str]], float] | None
+    key: str = "ns/chat"
+    applied: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    records: Any = None
+
+
+@pytest.mark.parametrize(
+    ("last", "age", "wanted", "lists", "deleted"),
+    [
+        (None, 0, {A}, True, [B]),  # a loop's first prune: whatever a previous operator left
+        ({A}, 0, {A}, False, []),
+        ({A}, 0, {A, B}, False, []),  # a rollout starts: children are only added
+        ({A}, 0, {A, RECORD}, False, []),  # a new revision record: records are kept by their own rule
+        ({A, B}, 0, {A}, True, [B]),  # one is no longer wanted
+        ({A}, 400, {A, B}, True, []),  # the resync lists whatever changed
+    ],
+)
+def test_prune_lists_only_when_something_may_be_unwanted(
+    last: set[tuple[str, str, str]] | None,
+    age: float,
+    wanted: set[tuple[str, str, str]],
+    lists: bool,
+    deleted: list[tuple[str, str, str]],
+) -> None:
+    kube = OwningKube({})
+    operator = Operator(OperatorSettings(), kube)
+    loop = PruningLoop(None if last is None else (frozenset(last), time.monotonic() - age))
+    asyncio.run(operator._prune(loop, "ns", "chat", "u1", set(wanted), set(), []))  # type: ignore[arg-type]
+    assert (kube.calls["list owned"] == 1) is lists
+    assert kube.removed == deleted
