@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,9 @@ class ResourceLoop:
         # (apiVersion, kind, name) -> (what was applied, when, the generation the API server gave it)
         self.applied: dict[tuple[str, str, str], tuple[str, float, int]] = {}
         self.pruned_for: tuple[frozenset[tuple[str, str, str]], float] | None = None
+        # Each loop resyncs on a period of its own around RESYNC_APPLY_SECONDS: a fleet created at once
+        # would otherwise re-list and re-apply all at once, every time.
+        self.resync_seconds = RESYNC_APPLY_SECONDS * random.uniform(0.9, 1.1)
         self.listed_at: float | None = None  # when its Deployments were last listed into the view
         # revision -> its record's data, the highest record number, and when they were listed
         self.records: tuple[dict[str, dict[str, Any]], int, float] | None = None
@@ -277,7 +281,7 @@ class Operator:
         """From the Deployment watch's view; listed once per loop before the view is trusted, and every
         resync. Pods are listed only for a revision short of ready pods."""
         owner = (namespace, name)
-        if loop.listed_at is None or time.monotonic() - loop.listed_at >= RESYNC_APPLY_SECONDS:
+        if loop.listed_at is None or time.monotonic() - loop.listed_at >= loop.resync_seconds:
             since = self.deployments.mark()
             listed = await asyncio.to_thread(self.kube.model_deployments, namespace, name)
             self.deployments.merge(owner, listed, since)
@@ -290,7 +294,7 @@ class Operator:
     async def _records(self, loop: ResourceLoop, namespace: str, name: str) -> tuple[dict[str, dict[str, Any]], int]:
         """Revision records change only by this operator's hand (created here, pruned here), so they are
         listed once per loop and every resync, and kept up to date as they are written."""
-        if loop.records is None or time.monotonic() - loop.records[2] >= RESYNC_APPLY_SECONDS:
+        if loop.records is None or time.monotonic() - loop.records[2] >= loop.resync_seconds:
             records, highest = await asyncio.to_thread(self.kube.revision_records, namespace, name)
             loop.records = (records, highest, time.monotonic())
         records, highest, _ = loop.records
@@ -347,7 +351,7 @@ class Operator:
         for obj in objects:
             key, text = object_key(obj), repr(obj)
             seen = loop.applied.get(key)
-            if seen is not None and seen[0] == text and now - seen[1] < RESYNC_APPLY_SECONDS:
+            if seen is not None and seen[0] == text and now - seen[1] < loop.resync_seconds:
                 continue
             try:
                 generation = await asyncio.to_thread(self.kube.apply, obj, namespace)
@@ -379,7 +383,7 @@ class Operator:
         rollout's start only adds children, and costs no listing of the eight kinds."""
         wanted = frozenset(key for key in keep if key[1] != "ControllerRevision")  # records: kept_records
         last = loop.pruned_for
-        if last is not None and wanted >= last[0] and time.monotonic() - last[1] < RESYNC_APPLY_SECONDS:
+        if last is not None and wanted >= last[0] and time.monotonic() - last[1] < loop.resync_seconds:
             loop.pruned_for = (wanted, last[1])
             return
         owned = await asyncio.to_thread(self.kube.owned, namespace, name, uid)

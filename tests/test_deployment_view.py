@@ -188,6 +188,7 @@ class PruningLoop:
     key: str = "ns/chat"
     applied: dict[tuple[str, str, str], Any] = field(default_factory=dict)
     records: Any = None
+    resync_seconds: float = 300.0
 
 
 @pytest.mark.parametrize(
