@@ -8,7 +8,6 @@ while the listing was on its way is newer than the listing, and stays."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,11 @@ class ModelPods:
     replicas: int
     ready: int
 
+    @property
+    def short_of_ready(self) -> bool:
+        """Only then is it worth listing its pods to learn why (podhealth.pod_failures)."""
+        return self.ready < self.replicas
+
 
 def model_pods(deployment: Mapping[str, Any]) -> ModelPods | None:
     """The revision a model Deployment runs, or None for any other Deployment (the router's)."""
@@ -42,17 +46,16 @@ class DeploymentView:
     def __init__(self) -> None:
         self._pods: dict[Owner, dict[str, ModelPods]] = {}
         self._changed: dict[Owner, dict[str, int]] = {}  # when an event last touched each Deployment
-        self._clock = itertools.count(1)
-        self._now = 0
+        self._events = 0  # events recorded so far: the view's clock
 
     def mark(self) -> int:
         """Taken before a listing starts; `merge` keeps what events changed after it."""
-        return self._now
+        return self._events
 
     def record(self, owner: Owner, kind: str | None, deployment: Mapping[str, Any]) -> None:
         name = str((deployment.get("metadata") or {}).get("name"))
-        self._now = next(self._clock)
-        self._changed.setdefault(owner, {})[name] = self._now
+        self._events += 1
+        self._changed.setdefault(owner, {})[name] = self._events
         found = model_pods(deployment)
         pods = self._pods.setdefault(owner, {})
         if kind == "DELETED" or found is None:

@@ -100,7 +100,7 @@ class Kube:
             revision: RevisionState(
                 replicas=pods.replicas,
                 ready=pods.ready,
-                failures=self._pod_failures(namespace, name, revision) if pods.ready < pods.replicas else (),
+                failures=self._pod_failures(namespace, name, revision) if pods.short_of_ready else (),
             )
             for revision, pods in model_pods.items()
         }

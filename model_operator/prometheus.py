@@ -96,7 +96,7 @@ class _Answers:
     divergence: dict[Identity, tuple[tuple[float, float], ...]]
     divergence_sum: dict[Identity, float]
 
-    def measurement(self, look: Look) -> Measurement:
+    def measurement(self, look: Look, queries: dict[str, str]) -> Measurement:
         def track(revision: str) -> TrackSample:
             identity = look.identity(revision)
             scraped = identity in self.scraped
@@ -116,7 +116,7 @@ class _Answers:
             count = histogram[-1][1] if histogram else 0.0
             mean = total / count if total is not None and not math.isnan(total) and count else None
             drift = DriftSample(comparisons=count, mean=mean, buckets=histogram)
-        return Measurement(track(look.stable), track(look.canary), drift, queries=look.queries())
+        return Measurement(track(look.stable), track(look.canary), drift, queries=queries)
 
 
 class PrometheusSource:
@@ -157,7 +157,4 @@ class PrometheusSource:
             empty = TrackSample(None, None, None, scraped=False)
             message = f"{type(error).__name__}: {error}"[:300]
             return [Measurement(empty, empty, None, query_error=message, queries=q) for q in asked]
-        return [answers.measurement(look) for look in looks]
-
-    def measure(self, look: Look) -> Measurement:
-        return self.measure_many([look])[0]
+        return [answers.measurement(look, queries) for look, queries in zip(looks, asked, strict=True)]

@@ -287,7 +287,7 @@ class Operator:
             self.deployments.merge(owner, listed, since)
             loop.listed_at = time.monotonic()
         pods = self.deployments.revisions(owner)
-        if all(p.ready >= p.replicas for p in pods.values()):
+        if not any(p.short_of_ready for p in pods.values()):
             return self.kube.revisions(namespace, name, pods)  # no API call to make: no thread
         return await asyncio.to_thread(self.kube.revisions, namespace, name, pods)
 

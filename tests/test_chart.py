@@ -99,6 +99,8 @@ def test_every_value_is_documented() -> None:
         (["--set", "replicaCount=11"], "replicaCount"),
         (["--set", "leaderElection.enabled=false"], "needs leaderElection.enabled"),
         (["--set", "apiWorkers=0"], "apiWorkers"),
+        (["--set", "prometheus.batchSeconds=-1"], "batchSeconds"),
+        (["--set", "prometheus.batchSeconds=11"], "batchSeconds"),
         (["--set", "leaderElection.renewDeadlineSeconds=15"], "retryPeriodSeconds < renewDeadlineSeconds"),
         (["--set", "rbac.scope=everything"], "rbac/scope"),
         (["--set", "prometheus.url=prometheus:9090"], "prometheus/url"),

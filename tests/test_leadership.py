@@ -76,6 +76,10 @@ def test_settings_refuse_unsafe_timing_naming_the_rule() -> None:
     assert load_settings({}).lease_timing() == Timing()
     with pytest.raises(ValueError, match="MODELSHIP_API_WORKERS"):
         load_settings({"MODELSHIP_API_WORKERS": "0"})
+    with pytest.raises(ValueError, match="MODELSHIP_ANALYSIS_BATCH_SECONDS"):
+        load_settings({"MODELSHIP_ANALYSIS_BATCH_SECONDS": "-0.5"})
+    with pytest.raises(ValueError, match="MODELSHIP_ANALYSIS_BATCH_SECONDS"):
+        load_settings({"MODELSHIP_ANALYSIS_BATCH_SECONDS": "a second"})
     with pytest.raises(ValueError, match="MODELSHIP_LEADER_ELECTION"):
         load_settings({"MODELSHIP_LEADER_ELECTION": "sometimes"})
 
