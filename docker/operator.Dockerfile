@@ -10,7 +10,7 @@ WORKDIR /src
 COPY requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip python3 -m venv /opt/modelship \
     && /opt/modelship/bin/pip install --constraint requirements.lock \
-        kopf kubernetes pydantic prometheus-api-client prometheus-client pyyaml rich
+        kopf kubernetes pydantic prometheus-api-client prometheus-client pyyaml rich aiohttp jsonschema
 
 # ModelShip itself, as a wheel.
 FROM ${BASE} AS package

@@ -101,13 +101,16 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Models the scenarios serve: the tiny GPT-2, and a corrupted copy (permuted position embeddings)."""
+    """Models the scenarios serve: the tiny GPT-2, and broken copies of it: position embeddings permuted
+    (all of them, or only the far ones), and its tokenizer's ids swapped (the same vocabulary size)."""
     from e2e.modelship import readable_by_pods
     from model_runtime.tinymodel import build
 
     root = tmp_path_factory.mktemp("models")
     build(root / "tiny")
     build(root / "tiny-permuted", variant="permuted-positions")
+    build(root / "tiny-far-permuted", variant="permuted-far-positions")
+    build(root / "tiny-swapped-tokenizer", variant="swapped-tokenizer")
     readable_by_pods(root)
     return root
 

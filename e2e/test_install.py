@@ -138,10 +138,10 @@ def test_gitops_path_kubectl_apply_crds_then_examples(kubectl: Kubectl, namespac
     result = kubectl("apply", "-n", namespace, "-f", str(REPO / "examples"), check=False)
     assert result.returncode == 0, result.stderr
     names = set(kubectl("get", "mdep", "-n", namespace, "-o", "name").stdout.split())
+    examples = sorted((REPO / "examples").glob("*.yaml"))
+    assert len(examples) >= 4
     assert names == {
-        "modeldeployment.modelship.io/smollm2-cpu",
-        "modeldeployment.modelship.io/smollm2-gpu",
-        "modeldeployment.modelship.io/minilm-embeddings",
+        f"modeldeployment.modelship.io/{yaml.safe_load(p.read_text())['metadata']['name']}" for p in examples
     }
     # The operator picks them up: each gets a status (their models are not on this cluster, so the pods wait).
     wait_until(

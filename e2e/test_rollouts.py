@@ -103,6 +103,33 @@ def test_d_injected_errors_are_rolled_back(deployed: Deployed) -> None:
     assert deployed.status["phase"] == "Degraded"
 
 
+def test_d_empty_answers_are_rolled_back_on_the_content_sli(deployed: Deployed) -> None:
+    """Fast, error-free and wrong: every answer a 200 with nothing in it. Latency and errors see nothing;
+    the content SLI does."""
+    stable = healthy(deployed)
+    with deployed.load(rate=25) as load:
+        time.sleep(2)
+        new_revision(deployed, *FAULTS, {"name": "MODELSHIP_FAULT_EMPTY_RATE", "value": "1"})
+        entry = ended(deployed, "RolledBack", after=1)
+        time.sleep(3)
+    assert "empty answers" in entry["reason"], entry["reason"]
+    assert not load.report.failures, "an empty answer is no error: " + load.report.describe()
+    canary = entry["revision"]
+    served_by_canary = [r for r in load.report.results if r.revision == canary]
+    assert served_by_canary, "the canary served some of the load before it was rolled back"
+    content = next(m for m in entry["analysis"] if m["name"] == "contentIssues")
+    assert content["verdict"] == "Fail"
+    assert content["canary"] == 1.0  # every canary answer was empty
+    assert "modelship_choices_total" in content["query"]
+    since_first, since_min = time_to_rollback(deployed, load, canary, entry)
+    print(
+        f"\n[figure] empty answers: rolled back {since_first:.1f}s after the canary's first request, "
+        f"{since_min:.1f}s after it reached minRequests"
+    )
+    assert deployed.status["canaryWeight"] == 0
+    assert deployed.status["stableRevision"] == stable
+
+
 def test_e_prometheus_stopped_pauses_and_resumes(deployed: Deployed, control_plane: ControlPlane) -> None:
     spec = merged(BASE_SPEC, {"rollout": {"steps": [{"weight": 20, "pause": "10s"}, {"weight": 50, "pause": "4s"}]}})
     healthy(deployed, spec)

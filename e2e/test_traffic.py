@@ -66,6 +66,9 @@ def test_corrupted_canary_is_rolled_back_on_drift_alone(deployed: Deployed) -> N
     assert metrics["drift"]["canary"] > BASE_SPEC["rollout"]["analysis"]["thresholds"]["drift"]
     assert metrics["errorRate"]["verdict"] != "Fail"
     assert metrics["p99LatencySeconds"]["verdict"] != "Fail"
+    # Stable's answers (the tiny random model's) are garbled and cut, the corrupted copy's clean and cut:
+    # each kind counted on its own, that is no more truncation, nor any other content issue.
+    assert metrics["contentIssues"]["verdict"] != "Fail"
     assert not load.report.failures, "the corrupted model answers fast and without errors: " + load.report.describe()
 
 

@@ -8,7 +8,7 @@ The method (derivations, assumptions and worked examples in docs/analysis.md):
   interval, and over all those looks a good canary fails a test with probability at most that test's
   alpha. Each step's e-value multiplies the one the earlier steps ended with (status.carriedEvidence), so
   a test is one e-process over the whole rollout; 1 - confidence is split evenly over the SLIs (errors,
-  latency and, when measured, drift), so P(a good canary is rolled back over a rollout) <= 1 - confidence.
+  latency and, when measured, drift and content), so P(a good canary is rolled back over a rollout) <= 1 - confidence.
 * Canary against stable is a two-sample test conditioned on the pooled count: under "the canary is no
   worse", each failed (or slow) request of either track is the canary's with probability equal to the
   canary's share of requests, whatever stable's own rate is and however it moves (a stall that slows both
@@ -21,6 +21,9 @@ The method (derivations, assumptions and worked examples in docs/analysis.md):
   (the SLI's alpha split over the bounds), so no bound is picked from the data being judged.
 * Drift: H0 "the mean divergence of canary from stable on greedy mirrored prompts is at most the drift
   threshold", by betting on the divergence histogram; it passes with MIN_DRIFT_COMPARISONS comparisons.
+* Content: every generated choice is counted by what its content is (empty, undecodable, invalid JSON
+  when JSON was asked for, cut by max_tokens, or ok); each kind is a two-sample test as above, and the
+  SLI's e-value is their average (judge_content).
 * A step passes only when every SLI passes with `minRequests` on both tracks. Query errors give Error and
   absent series give NoData: monitoring blindness is not regression, and the rollout engine holds.
 """
@@ -30,6 +33,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from model_runtime.contract import CHOICES_TOTAL, CONTENT_ISSUES, OUTCOME_ALL
 
 from .api.spec import ModelDeploymentSpec, Thresholds
 from .api.status import MetricResult, Verdict
@@ -49,6 +54,7 @@ class TrackSample:
     errors: float | None
     buckets: Buckets | None
     scraped: bool
+    content: Mapping[str, float] | None = None  # generated choices by content outcome; None: not measured
 
     @property
     def p99_seconds(self) -> float | None:
@@ -70,6 +76,7 @@ class Measurement:
     canary: TrackSample
     drift: DriftSample | None  # None when drift is not measured (no router, mirroring off, embeddings)
     query_error: str | None = None
+    with_content: bool = False  # the content SLI is measured (text generation)
     queries: Mapping[str, str] = field(default_factory=dict)  # SLI name -> the PromQL that measured it
 
 
@@ -92,6 +99,11 @@ def criteria_for(spec: ModelDeploymentSpec) -> Criteria:
 def drift_measured(spec: ModelDeploymentSpec) -> bool:
     """Drift needs the router's mirror probes, which compare next-token distributions of generated text."""
     return spec.traffic.mode == "router" and spec.traffic.mirror_percent > 0 and spec.model.task == "text-generation"
+
+
+def content_measured(spec: ModelDeploymentSpec) -> bool:
+    """The content SLI counts generated choices: every text-generation model has them, embeddings none."""
+    return spec.model.task == "text-generation"
 
 
 @dataclass(frozen=True)
@@ -473,13 +485,86 @@ def judge_drift(
     return result.model_copy(update={"verdict": Verdict.PASS, "reason": f"mean JS divergence {mean:.3f}"}), evidence
 
 
+def judge_content(
+    stable: TrackSample, canary: TrackSample, criteria: Criteria, alpha: float, carried: Mapping[str, float]
+) -> tuple[MetricResult, Evidence]:
+    """Each kind of content issue is a two-sample test of its own (the canary's share of that kind's pooled
+    choices against its share of all choices), and the SLI's e-value is their average: an e-value for "the
+    canary is no worse on any kind" whatever the kinds' dependence, at a cost of at most log(kinds) against
+    the one kind that regressed. It fails only when that evidence is significant and some kind's rate is
+    above stable's by more than maxContentIssueIncrease."""
+    counts_c, counts_s = canary.content or {}, stable.content or {}
+    n_c, n_s = _count(counts_c.get(OUTCOME_ALL)), _count(counts_s.get(OUTCOME_ALL))
+    margin = criteria.thresholds.max_content_issue_increase
+    comparisons = {
+        kind: Comparison.of(min(_count(counts_c.get(kind)), n_c), n_c, min(_count(counts_s.get(kind)), n_s), n_s)
+        for kind in CONTENT_ISSUES
+    }
+    e_value = carried.get("contentIssues", 1.0) * sum(c.e_value for c in comparisons.values()) / len(comparisons)
+    evidence = {"contentIssues": _finite_e(e_value)}
+
+    def rate(events: int, total: int) -> float | None:
+        return events / total if total else None
+
+    increases = {
+        kind: (rate(c.canary_events, n_c) or 0.0) - (rate(c.stable_events, n_s) or 0.0)
+        for kind, c in comparisons.items()
+    }
+    worst = max(CONTENT_ISSUES, key=lambda kind: (increases[kind], comparisons[kind].e_value))
+    rate_c, rate_s = rate(comparisons[worst].canary_events, n_c), rate(comparisons[worst].stable_events, n_s)
+    shares = ", ".join(
+        f"{kind} {comparisons[kind].canary_events} vs {comparisons[kind].stable_events}" for kind in CONTENT_ISSUES
+    )
+    result = _evidence(
+        MetricResult(
+            name="contentIssues",
+            canary=rate_c,
+            stable=rate_s,
+            canary_samples=n_c,
+            stable_samples=n_s,
+            verdict=Verdict.INCONCLUSIVE,
+            statistic=f"choices with content issues, canary vs stable of {n_c} and {n_s}: {shares}; "
+            f"largest increase: {worst}",
+        ),
+        e_value,
+        alpha,
+        margin,
+    )
+    described = f"{worst} answers: canary {(rate_c or 0):.2%}, stable {(rate_s or 0):.2%}"
+    if e_value >= 1.0 / alpha and increases[worst] > margin:
+        return result.model_copy(
+            update={
+                "verdict": Verdict.FAIL,
+                "reason": f"canary gives significantly more {described}, more than {margin:.0%} above stable's "
+                f"(e={e_value:.3g} >= {1 / alpha:.0f})",
+            }
+        ), evidence
+    if not n_c and not n_s and min(_count(canary.requests), _count(stable.requests)) >= criteria.min_requests:
+        # Requests enough, and not one choice counted on either track: a runtime that does not export the
+        # counter. Said so, not held for ever.
+        return result.model_copy(
+            update={"verdict": Verdict.PASS, "reason": f"not measured: neither revision exports {CHOICES_TOTAL}"}
+        ), evidence
+    if n_c < criteria.min_requests or n_s < criteria.min_requests:
+        return result.model_copy(
+            update={"reason": f"waiting for {criteria.min_requests} generated choices per track"}
+        ), evidence
+    if increases[worst] > margin and suggestive(e_value, alpha):
+        return result.model_copy(
+            update={"reason": f"holding: {described}, not significantly yet (e={e_value:.3g} of {1 / alpha:.0f})"}
+        ), evidence
+    return result.model_copy(
+        update={"verdict": Verdict.PASS, "reason": "no significant increase in content issues"}
+    ), evidence
+
+
 def judge(measurement: Measurement, criteria: Criteria, carried: Mapping[str, float] | None = None) -> Outcome:
     """The verdict of one analysis, with `carried` the e-values the canary's earlier steps ended with. Fail
     wins over everything: significant evidence is acted on even when another query failed; then Error (a
     query failed), NoData (a track is not scraped), Inconclusive, Pass."""
     stable, canary = measurement.stable, measurement.canary
     earlier = carried or {}
-    tests = 3 if measurement.drift is not None else 2
+    tests = 2 + (measurement.drift is not None) + measurement.with_content
     alpha = criteria.alpha(tests)
     errors, error_evidence = judge_errors(stable, canary, criteria, alpha, earlier)
     latency, latency_evidence = judge_latency(stable, canary, criteria, alpha, earlier)
@@ -489,6 +574,10 @@ def judge(measurement: Measurement, criteria: Criteria, carried: Mapping[str, fl
         drift, drift_evidence = judge_drift(measurement.drift, criteria, alpha, earlier)
         metrics.append(drift)
         evidence |= drift_evidence
+    if measurement.with_content:
+        content, content_evidence = judge_content(stable, canary, criteria, alpha, earlier)
+        metrics.append(content)
+        evidence |= content_evidence
     metrics = [
         m.model_copy(update={"query": measurement.queries[m.name]}) if m.name in measurement.queries else m
         for m in metrics

@@ -44,9 +44,18 @@ class LookRequest:
     canary: str
     window_at: Callable[[datetime], float]
     with_drift: bool
+    with_content: bool = False
 
     def at(self, now: datetime) -> Look:
-        return Look(self.namespace, self.name, self.stable, self.canary, self.window_at(now), self.with_drift)
+        return Look(
+            self.namespace,
+            self.name,
+            self.stable,
+            self.canary,
+            self.window_at(now),
+            self.with_drift,
+            self.with_content,
+        )
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ a newer spec would restart stable with the canary's model.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .api.spec import ModelDeploymentSpec, ModelSource, Runtime
@@ -44,6 +45,21 @@ def spec_for(current: ModelDeploymentSpec, record: dict[str, Any] | None) -> Mod
     return current.model_copy(update={"model": ModelSource.model_validate(record["model"]), "runtime": runtime})
 
 
+@dataclass(frozen=True)
+class Children:
+    """What one decision wants to exist, in two stages: every revision's pods and Service, then the routing
+    that sends traffic to them. Objects within a stage do not depend on each other and can be applied at
+    once; routing waits for the whole first stage, so it never names a backend that is not applied yet."""
+
+    backends: list[dict[str, Any]]
+    routing: list[dict[str, Any]]
+    missing: list[str]  # revisions that cannot be built because their record is missing
+
+    @property
+    def objects(self) -> list[dict[str, Any]]:
+        return [*self.backends, *self.routing]
+
+
 def desired_children(
     name: str,
     namespace: str,
@@ -52,22 +68,22 @@ def desired_children(
     records: dict[str, dict[str, Any]],
     decision: Decision,
     settings: OperatorSettings,
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """(objects to apply, revisions that cannot be built because their record is missing)."""
-    objects: list[dict[str, Any]] = []
+) -> Children:
+    backends: list[dict[str, Any]] = []
     missing = []
     for revision, replicas in sorted(decision.plan.items()):
         record = records.get(revision)
         if record is None and revision != desired_revision:
             missing.append(revision)
             continue
-        objects.append(revision_deployment(name, spec_for(spec, record), revision, replicas, settings))
-        objects.append(revision_service(name, revision))
-    if decision.stable:
-        objects += traffic_for(spec).objects(
-            name, namespace, spec, settings, decision.stable, decision.canary, decision.weight
-        )
-    return objects, missing
+        backends.append(revision_deployment(name, spec_for(spec, record), revision, replicas, settings))
+        backends.append(revision_service(name, revision))
+    routing = (
+        traffic_for(spec).objects(name, namespace, spec, settings, decision.stable, decision.canary, decision.weight)
+        if decision.stable
+        else []
+    )
+    return Children(backends, routing, missing)
 
 
 def object_key(obj: dict[str, Any]) -> tuple[str, str, str]:

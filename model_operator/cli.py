@@ -96,19 +96,29 @@ def detail(item: dict[str, Any], now: datetime) -> str:
             f"Last analysis ({_age(analysis.get('time'), now)} ago, step {analysis.get('step', 0) + 1}): "
             f"{analysis.get('verdict')} - {analysis.get('message', '')}",
         ]
-        rows = [["SLI", "CANARY", "STABLE", "SAMPLES", "VERDICT", "WHY"]]
-        for metric in analysis.get("metrics", []):
-            rows.append(
+        lines += _metrics_table("SLI", analysis.get("metrics", []))
+    validation = status.get("validation")
+    if validation:
+        lines += [
+            "",
+            f"Validation of {validation.get('revision')} against {validation.get('against')} "
+            f"({_age(validation.get('time'), now)} ago): {validation.get('verdict')} - {validation.get('message', '')}",
+        ]
+        lines += _metrics_table("CHECK", validation.get("metrics", []))
+        worst = validation.get("worstPrompts", [])
+        if worst:
+            rows = [["PROMPT", "DIVERGENCE", "SAME", "CANARY SAID", "STABLE SAID"]]
+            rows += [
                 [
-                    metric["name"],
-                    _number(metric.get("canary")),
-                    _number(metric.get("stable")),
-                    f"{metric.get('canarySamples', 0)}/{metric.get('stableSamples', 0)}",
-                    metric.get("verdict", "-"),
-                    metric.get("reason", ""),
+                    e["name"],
+                    _number(e.get("divergence")),
+                    "yes" if e.get("exactMatch") else "no",
+                    _clip(e.get("canaryAnswer", "")),
+                    _clip(e.get("stableAnswer", "")),
                 ]
-            )
-        lines += ["  " + line for line in table(rows).splitlines()]
+                for e in worst
+            ]
+            lines += ["  " + line for line in table(rows).splitlines()]
     conditions = status.get("conditions", [])
     if conditions:
         lines += ["", "Conditions:"]
@@ -116,6 +126,27 @@ def detail(item: dict[str, Any], now: datetime) -> str:
         rows += [[c["type"], c["status"], c["reason"], _age(c.get("lastTransitionTime"), now)] for c in conditions]
         lines += ["  " + line for line in table(rows).splitlines()]
     return "\n".join(lines)
+
+
+def _metrics_table(first: str, metrics: Sequence[dict[str, Any]]) -> list[str]:
+    rows = [[first, "CANARY", "STABLE", "SAMPLES", "VERDICT", "WHY"]]
+    for metric in metrics:
+        rows.append(
+            [
+                metric["name"],
+                _number(metric.get("canary")),
+                _number(metric.get("stable")),
+                f"{metric.get('canarySamples', 0)}/{metric.get('stableSamples', 0)}",
+                metric.get("verdict", "-"),
+                metric.get("reason", ""),
+            ]
+        )
+    return ["  " + line for line in table(rows).splitlines()]
+
+
+def _clip(text: str, width: int = 40) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
 def _number(value: Any) -> str:

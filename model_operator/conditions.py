@@ -21,7 +21,20 @@ PROGRESSING = "Progressing"
 ANALYSIS_PASSING = "AnalysisPassing"
 ROLLED_BACK = "RolledBack"
 INVALID_SPEC = "InvalidSpec"
-CONDITION_TYPES = (READY, RECONCILING, STALLED, UP_TO_DATE, PROGRESSING, ANALYSIS_PASSING, ROLLED_BACK, INVALID_SPEC)
+VALIDATED = "Validated"
+TOKENIZER_CHANGED = "TokenizerChanged"
+CONDITION_TYPES = (
+    READY,
+    RECONCILING,
+    STALLED,
+    UP_TO_DATE,
+    PROGRESSING,
+    ANALYSIS_PASSING,
+    ROLLED_BACK,
+    INVALID_SPEC,
+    VALIDATED,
+    TOKENIZER_CHANGED,
+)
 
 
 class Reason:
@@ -40,9 +53,18 @@ class Reason:
     IDLE = "Idle"
     NOT_RUNNING = "NotRunning"
     NOT_ROLLED_BACK = "NotRolledBack"
+    VALIDATING = "Validating"
+    VALIDATION_PASSED = "ValidationPassed"
+    VALIDATION_FAILED = "ValidationFailed"
+    VALIDATION_BLOCKED = "ValidationBlocked"
+    NOT_REQUIRED = "NotRequired"
+    TOKENIZER_CHANGED = "TokenizerChanged"
+    SAME_TOKENIZER = "SameTokenizer"
+    NOT_MEASURED = "NotMeasured"
 
 
 Status = Literal["True", "False", "Unknown"]
+Triple = tuple[Status, str, str]  # a condition's status, reason and message
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,9 @@ class Situation:
     verdict: Verdict | None
     rolled_back: bool
     rollback_reason: str
+    validating: bool = False  # a Ready canary answers the golden set at weight 0
+    validated: Triple = ("Unknown", Reason.NOT_REQUIRED, "")
+    tokenizer: Triple = ("Unknown", Reason.NOT_MEASURED, "")
 
 
 ANALYSIS_STATUS: dict[Verdict, tuple[Status, str]] = {
@@ -90,6 +115,8 @@ def desired(situation: Situation) -> list[tuple[str, Status, str, str]]:
     reconciling_reason = (
         Reason.PAUSED
         if s.phase == Phase.PAUSED
+        else Reason.VALIDATING
+        if s.validating
         else Reason.WAITING_FOR_PODS
         if s.waiting_for_pods
         else Reason.ROLLOUT_IN_PROGRESS
@@ -112,6 +139,8 @@ def desired(situation: Situation) -> list[tuple[str, Status, str, str]]:
     progressing_reason = (
         Reason.PAUSED
         if s.phase == Phase.PAUSED
+        else Reason.VALIDATING
+        if s.validating
         else Reason.WAITING_FOR_CANARY
         if s.canary_active and s.waiting_for_pods
         else Reason.CANARY_STEP
@@ -152,6 +181,8 @@ def desired(situation: Situation) -> list[tuple[str, Status, str, str]]:
             Reason.INVALID_SPEC if s.invalid_spec else Reason.VALID_SPEC,
             s.invalid_spec or "",
         ),
+        (VALIDATED, *s.validated),
+        (TOKENIZER_CHANGED, *s.tokenizer),
     ]
 
 

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -18,7 +18,6 @@ from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
 from .api.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from .children import RECORD_COMPONENT
-from .deployments import ModelPods
 from .naming import (
     ACTION_ANNOTATION,
     COMPONENT_MODEL,
@@ -27,7 +26,7 @@ from .naming import (
     LABEL_REVISION,
 )
 from .podhealth import pod_failures
-from .rollout import Event, RevisionState
+from .rollout import Event
 
 log = logging.getLogger("model_operator.kube")
 FIELD_MANAGER = "modelship"
@@ -94,18 +93,8 @@ class Kube:
         found = [self.api_client.sanitize_for_serialization(item) for item in listing]  # type: ignore[no-untyped-call]
         return {str(item["metadata"]["name"]): item for item in found}
 
-    def revisions(self, namespace: str, name: str, model_pods: Mapping[str, ModelPods]) -> dict[str, RevisionState]:
-        """The revisions as `decide` sees them; pods are listed only for a revision short of ready pods."""
-        return {
-            revision: RevisionState(
-                replicas=pods.replicas,
-                ready=pods.ready,
-                failures=self._pod_failures(namespace, name, revision) if pods.short_of_ready else (),
-            )
-            for revision, pods in model_pods.items()
-        }
-
-    def _pod_failures(self, namespace: str, name: str, revision: str) -> tuple[str, ...]:
+    def pod_failures(self, namespace: str, name: str, revision: str) -> tuple[str, ...]:
+        """Why a revision's pods cannot start, from a listing of them (podhealth.pod_failures)."""
         selector = f"{LABEL_MODEL_DEPLOYMENT}={name},{LABEL_COMPONENT}={COMPONENT_MODEL},{LABEL_REVISION}={revision}"
         pods = self.core.list_namespaced_pod(namespace, label_selector=selector).items
         return pod_failures([self.api_client.sanitize_for_serialization(pod) for pod in pods])  # type: ignore[no-untyped-call]
@@ -135,6 +124,37 @@ class Kube:
                 if any(o.get("uid") == owner_uid for o in owners):
                     found.append((api_version, kind, item.metadata.name))
         return found
+
+    def service_url(self, namespace: str, service: str) -> str | None:
+        """http://CLUSTER-IP:PORT of a Service's first port; None when the Service does not exist (yet)."""
+        try:
+            found = self.core.read_namespaced_service(service, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        if found.spec is None:
+            return None
+        ip, ports = found.spec.cluster_ip, found.spec.ports or []
+        if not ip or ip == "None" or not ports:
+            return None
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"http://{host}:{ports[0].port}"
+
+    def config_map_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a ConfigMap; raises LookupError saying what is missing."""
+        try:
+            found = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise LookupError(f"ConfigMap {namespace}/{name} not found") from None
+            raise
+        data = found.data or {}
+        if key not in data:
+            raise LookupError(
+                f"ConfigMap {namespace}/{name} has no key {key!r} (it has: {', '.join(sorted(data)) or 'none'})"
+            )
+        return str(data[key])
 
     # ---- writing ----------------------------------------------------------------------------------
     def _fence(self) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from .api.status import Phase
+
 REGISTRY = CollectorRegistry()
 ROLLOUTS = Counter(
     "modelship_operator_rollouts_total",
@@ -17,6 +19,13 @@ ANALYSIS_DURATION = Histogram(
     ["namespace", "model_deployment"],
     registry=REGISTRY,
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+VALIDATION_DURATION = Histogram(
+    "modelship_operator_validation_duration_seconds",
+    "Time to send the golden set to canary and stable and judge it, by verdict (Pass, Fail, Error).",
+    ["namespace", "model_deployment", "verdict"],
+    registry=REGISTRY,
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 ANALYSIS_BATCH_LOOKS = Histogram(
     "modelship_operator_analysis_batch_looks",
@@ -47,7 +56,7 @@ LEADER = Gauge(
     "1 while this replica holds the leader-election Lease and acts, 0 while it stands by.",
     registry=REGISTRY,
 )
-PHASES = ("Pending", "Progressing", "Paused", "Healthy", "Degraded", "Failed")
+PHASES = tuple(phase.value for phase in Phase)
 
 
 def serve(port: int, host: str) -> None:

@@ -15,7 +15,7 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
-from model_runtime.contract import IDENTITY_LABELS
+from model_runtime.contract import IDENTITY_LABELS, OUTCOME_LABEL
 
 from . import promql
 from .analysis import DriftSample, Measurement, TrackSample
@@ -33,6 +33,7 @@ class Look:
     canary: str
     window_seconds: float
     with_drift: bool
+    with_content: bool = False
 
     def identity(self, revision: str) -> Identity:
         return (self.namespace, self.name, revision)
@@ -50,6 +51,8 @@ class Look:
         }
         if self.with_drift:
             found["drift"] = promql.divergence_buckets(self.namespace, self.name, self.canary, self.window_seconds)
+        if self.with_content:
+            found["contentIssues"] = promql.choices(self.namespace, self.name, revisions, self.window_seconds)
         return found
 
 
@@ -87,6 +90,20 @@ def _buckets(result: list[dict[str, Any]]) -> dict[Identity, tuple[tuple[float, 
     return {identity: tuple(sorted(pairs)) for identity, pairs in found.items()}
 
 
+def _by_outcome(result: list[dict[str, Any]]) -> dict[Identity, dict[str, float]]:
+    found: dict[Identity, dict[str, float]] = {}
+    for series in result:
+        labels = series.get("metric", {})
+        identity, outcome = _identity(labels), labels.get(OUTCOME_LABEL)
+        try:
+            count = float(series["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if identity is not None and isinstance(outcome, str):
+            found.setdefault(identity, {})[outcome] = count
+    return found
+
+
 @dataclass(frozen=True)
 class _Answers:
     scraped: dict[Identity, float]
@@ -95,6 +112,7 @@ class _Answers:
     latency: dict[Identity, tuple[tuple[float, float], ...]]
     divergence: dict[Identity, tuple[tuple[float, float], ...]]
     divergence_sum: dict[Identity, float]
+    content: dict[Identity, dict[str, float]]
 
     def measurement(self, look: Look, queries: dict[str, str]) -> Measurement:
         def track(revision: str) -> TrackSample:
@@ -106,6 +124,8 @@ class _Answers:
                 errors=self.errors.get(identity, 0.0) if scraped else None,
                 buckets=self.latency.get(identity),
                 scraped=scraped,
+                # no choices yet is none of each kind, as with the request counters
+                content=self.content.get(identity, {}) if look.with_content and scraped else None,
             )
 
         drift = None
@@ -116,7 +136,9 @@ class _Answers:
             count = histogram[-1][1] if histogram else 0.0
             mean = total / count if total is not None and not math.isnan(total) and count else None
             drift = DriftSample(comparisons=count, mean=mean, buckets=histogram)
-        return Measurement(track(look.stable), track(look.canary), drift, queries=queries)
+        return Measurement(
+            track(look.stable), track(look.canary), drift, queries=queries, with_content=look.with_content
+        )
 
 
 class PrometheusSource:
@@ -152,9 +174,15 @@ class PrometheusSource:
                         [promql.divergence_sum(lk.namespace, lk.name, lk.canary, lk.window_seconds) for lk in drifting]
                     )
                 ),
+                content=_by_outcome(
+                    self._union([queries["contentIssues"] for queries in asked if "contentIssues" in queries])
+                ),
             )
         except (requests.RequestException, PrometheusApiClientException, ValueError) as error:
             empty = TrackSample(None, None, None, scraped=False)
             message = f"{type(error).__name__}: {error}"[:300]
-            return [Measurement(empty, empty, None, query_error=message, queries=q) for q in asked]
+            return [
+                Measurement(empty, empty, None, query_error=message, queries=q, with_content=look.with_content)
+                for look, q in zip(looks, asked, strict=True)
+            ]
         return [answers.measurement(look, queries) for look, queries in zip(looks, asked, strict=True)]

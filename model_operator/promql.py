@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from model_runtime.contract import (
     ANSWERED_ENDPOINTS,
+    CHOICES_TOTAL,
     CODE_LABEL,
     ENDPOINT_LABEL,
+    GENERATION_ENDPOINTS,
     IDENTITY_LABELS,
     MODEL_READY,
+    OUTCOME_LABEL,
     OUTPUT_DIVERGENCE,
     REQUEST_DURATION,
     REQUESTS_TOTAL,
@@ -64,6 +67,13 @@ def latency_buckets(namespace: str, name: str, revisions: list[str], seconds: fl
     from them (analysis.quantile is histogram_quantile's interpolation)."""
     match = _user_requests(namespace, name, revisions)
     return f"sum by ({BY_IDENTITY}, le) (increase({REQUEST_DURATION}_bucket{match}[{window(seconds)}]))"
+
+
+def choices(namespace: str, name: str, revisions: list[str], seconds: float) -> str:
+    """Generated choices per revision and content outcome (ok, empty, ...): the content SLI."""
+    generated = f"{ENDPOINT_LABEL}=~{_quote('|'.join(GENERATION_ENDPOINTS))},{SOURCE_LABEL}={_quote(SOURCE_USER)}"
+    match = selector(namespace, name, revisions, generated)
+    return f"sum by ({BY_IDENTITY}, {OUTCOME_LABEL}) (increase({CHOICES_TOTAL}{match}[{window(seconds)}]))"
 
 
 def scraped(namespace: str, name: str, revisions: list[str]) -> str:

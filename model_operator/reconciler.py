@@ -20,14 +20,17 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import metrics
-from .analysis import Outcome, criteria_for, drift_measured, judge
+from .analysis import Outcome, content_measured, criteria_for, drift_measured, judge
 from .analysis_batch import AnalysisBatcher, LookRequest
 from .api import InvalidSpecError, ModelDeploymentSpec, ModelDeploymentStatus, parse_spec
 from .children import desired_children, object_key, revision_record
 from .conditions import with_apply_failure
 from .deployments import DeploymentView
+from .golden import ValidationOutcome, blocked
+from .golden_client import golden_set, validate
 from .kube import ApplyError, Kube
-from .naming import ACTION_ANNOTATION
+from .naming import ACTION_ANNOTATION, revision_name
+from .podhealth import PodChecks
 from .prometheus import PrometheusSource
 from .revision import revision_of
 from .rollout import (
@@ -39,6 +42,7 @@ from .rollout import (
     analysis_due,
     analysis_window_seconds,
     decide,
+    validation_due,
 )
 from .settings import OperatorSettings
 
@@ -100,6 +104,7 @@ class ResourceLoop:
         # revision -> its record's data, the highest record number, and when they were listed
         self.records: tuple[dict[str, dict[str, Any]], int, float] | None = None
         self.apply_error: str | None = None
+        self.pod_checks = PodChecks(operator.settings.pod_check_seconds)
         self.task = asyncio.create_task(self._run(), name=f"reconcile-{self.key}")
 
     @property
@@ -223,6 +228,10 @@ class Operator:
         analysis = None
         if spec is not None and analysis_due(previous, spec, now):
             analysis = await self._analyse(namespace, name, spec, previous)
+        validation = None
+        if spec is not None and validation_due(previous, spec, now):
+            validation = await self._validate(namespace, name, spec, previous)
+            log.info("%s: validation of %s: %s", loop.key, validation.canary, validation.message)
         decision = decide(
             previous,
             Observation(
@@ -235,6 +244,7 @@ class Operator:
                 analysis=analysis,
                 now=now,
                 scale_down_delay_seconds=self.settings.scale_down_delay_seconds,
+                validation=validation,
             ),
         )
         status_model = decision.status
@@ -279,7 +289,7 @@ class Operator:
 
     async def _revisions(self, loop: ResourceLoop, namespace: str, name: str) -> dict[str, RevisionState]:
         """From the Deployment watch's view; listed once per loop before the view is trusted, and every
-        resync. Pods are listed only for a revision short of ready pods."""
+        resync. Pods are listed only for a revision short of ready pods, as PodChecks paces it."""
         owner = (namespace, name)
         if loop.listed_at is None or time.monotonic() - loop.listed_at >= loop.resync_seconds:
             since = self.deployments.mark()
@@ -287,9 +297,17 @@ class Operator:
             self.deployments.merge(owner, listed, since)
             loop.listed_at = time.monotonic()
         pods = self.deployments.revisions(owner)
-        if not any(p.short_of_ready for p in pods.values()):
-            return self.kube.revisions(namespace, name, pods)  # no API call to make: no thread
-        return await asyncio.to_thread(self.kube.revisions, namespace, name, pods)
+        now = time.monotonic()
+        due = loop.pod_checks.due({revision for revision, p in pods.items() if p.short_of_ready}, now)
+        found = await asyncio.gather(
+            *(asyncio.to_thread(self.kube.pod_failures, namespace, name, revision) for revision in due)
+        )
+        for revision, failures in zip(due, found, strict=True):
+            loop.pod_checks.listed(revision, failures, now)
+        return {
+            revision: RevisionState(replicas=p.replicas, ready=p.ready, failures=loop.pod_checks.failures(revision))
+            for revision, p in pods.items()
+        }
 
     async def _records(self, loop: ResourceLoop, namespace: str, name: str) -> tuple[dict[str, dict[str, Any]], int]:
         """Revision records change only by this operator's hand (created here, pruned here), so they are
@@ -322,10 +340,40 @@ class Operator:
                 status.canary_revision,
                 functools.partial(analysis_window_seconds, status, spec),
                 drift_measured(spec),
+                content_measured(spec),
             )
         )
         outcome = judge(measurement, criteria_for(spec), status.carried_evidence)
         metrics.ANALYSIS_DURATION.labels(namespace, name).observe(time.monotonic() - started)
+        return outcome
+
+    async def _validate(
+        self, namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus
+    ) -> ValidationOutcome:
+        rules = spec.rollout.validation
+        stable, canary = status.stable_revision, status.canary_revision
+        assert rules is not None
+        assert stable is not None
+        assert canary is not None
+        try:
+            prompts = await asyncio.to_thread(
+                golden_set, rules, functools.partial(self.kube.config_map_value, namespace)
+            )
+            urls = await asyncio.gather(
+                *(asyncio.to_thread(self.kube.service_url, namespace, revision_name(name, r)) for r in (stable, canary))
+            )
+        except (LookupError, ValueError) as error:
+            return blocked(canary, stable, f"the golden set cannot be read: {error}")
+        except ApiException as error:
+            return blocked(canary, stable, f"the API server refused a read: {error.status} {error.reason}")
+        for revision, url in zip((stable, canary), urls, strict=True):
+            if url is None:
+                return blocked(canary, stable, f"revision {revision} has no Service address yet")
+        assert urls[0] is not None
+        assert urls[1] is not None
+        started = time.monotonic()
+        outcome = await validate(rules, prompts, (stable, urls[0]), (canary, urls[1]))
+        metrics.VALIDATION_DURATION.labels(namespace, name, outcome.verdict.value).observe(time.monotonic() - started)
         return outcome
 
     async def _apply_children(
@@ -334,39 +382,54 @@ class Operator:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         records, highest = await self._records(loop, namespace, name)
-        objects = []
         new_record = None
         if desired not in records:
             new_record = revision_record(name, spec, desired, highest + 1, self.settings)
-            objects.append(new_record)
             records[desired] = new_record["data"]
-        children, missing = desired_children(name, namespace, spec, desired, records, decision, self.settings)
+        children = desired_children(name, namespace, spec, desired, records, decision, self.settings)
+        missing = children.missing
         for revision in missing:
             log.warning(
                 "%s: revision %s has no ControllerRevision record; its pods are left as they are", loop.key, revision
             )
-        objects += children
+        backends = ([new_record] if new_record is not None else []) + children.backends
+        objects = backends + children.routing
         kopf.append_owner_reference(objects, owner=body)  # type: ignore[arg-type]
         now = time.monotonic()
-        for obj in objects:
-            key, text = object_key(obj), repr(obj)
-            seen = loop.applied.get(key)
-            if seen is not None and seen[0] == text and now - seen[1] < loop.resync_seconds:
-                continue
-            try:
-                generation = await asyncio.to_thread(self.kube.apply, obj, namespace)
-            except BaseException:
-                loop.records = None  # what was written is not known: list the records again
-                raise
-            loop.applied[key] = (text, now, generation)
-            if obj is new_record and loop.records is not None:
-                loop.records = (records, highest + 1, loop.records[2])
+        await self._apply_stage(loop, namespace, backends, now)
+        if new_record is not None and loop.records is not None:
+            loop.records = (records, highest + 1, loop.records[2])
+        await self._apply_stage(loop, namespace, children.routing, now)
         keep = {object_key(o) for o in objects}
         history = [h.revision for h in decision.status.history][-RECORDS_KEPT:]
         kept_records = {
             f"{name}-{r}" for r in {*decision.plan, desired, decision.status.aborted_revision, *history} if r
         }
         await self._prune(loop, namespace, name, meta["uid"], keep, kept_records, missing)
+
+    async def _apply_stage(self, loop: ResourceLoop, namespace: str, stage: list[dict[str, Any]], now: float) -> None:
+        """Apply, all at once, the objects of a stage that changed or are due for their resync. When one fails,
+        the others still land (and are remembered), and the first failure is raised: the next stage must not
+        be applied on top of a missing object."""
+        pending = []
+        for obj in stage:
+            text, seen = repr(obj), loop.applied.get(object_key(obj))
+            if seen is None or seen[0] != text or now - seen[1] >= loop.resync_seconds:
+                pending.append((obj, text))
+        try:
+            results = await asyncio.gather(
+                *(asyncio.to_thread(self.kube.apply, obj, namespace) for obj, _ in pending), return_exceptions=True
+            )
+        except BaseException:
+            loop.records = None  # cancelled mid-way: what was written is not known, list the records again
+            raise
+        failures = [result for result in results if isinstance(result, BaseException)]
+        for (obj, text), result in zip(pending, results, strict=True):
+            if not isinstance(result, BaseException):
+                loop.applied[object_key(obj)] = (text, now, result)
+        if failures:
+            loop.records = None
+            raise failures[0]
 
     async def _prune(
         self,

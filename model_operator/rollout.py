@@ -4,6 +4,9 @@ Prometheus; the handler gathers the observation and applies the decision.
     Healthy --new revision--> Progressing(step i) --step passed--> ... --last step passed--> Healthy
     Progressing --no data / query errors--> Paused (weight held) --noDataTimeout--> per onNoData
     Progressing --regression / progress deadline / abort--> weight 0 --> Degraded (RolledBack)
+    with rollout.validation: canary Ready --> Validating (weight 0) --golden set passes--> step 0
+                                               Validating --fails--> Degraded (RolledBack, weight never > 0)
+                                               Validating --cannot run--> held at weight 0, Stalled
     Degraded --spec changes or retry--> Progressing
     any state --spec changes--> drop the in-flight canary, start again at step 0 (stable untouched)
 """
@@ -25,14 +28,19 @@ from .api.status import (
     ModelDeploymentStatus,
     Phase,
     RetiringRevision,
+    ValidationRecord,
     Verdict,
 )
-from .conditions import Reason, Situation, conditions
+from .conditions import Reason, Situation, Triple, conditions
+from .golden import ValidationOutcome, tokenizer_change
 from .traffic import traffic_for
 
 HISTORY_LIMIT = 10
 ACTIONS = ("promote", "abort", "retry", "pause", "resume")
 WAITING_REQUEUE_SECONDS = 5.0
+# A validation that could not run (stable unreachable, the golden ConfigMap missing) is tried again this
+# often, the canary held at weight 0 meanwhile.
+VALIDATION_RETRY_SECONDS = 15.0
 # However a spec reads, the operator never looks again sooner than this: no spec makes it spin.
 MIN_REQUEUE_SECONDS = 0.5
 
@@ -58,6 +66,7 @@ class Observation:
     analysis: Outcome | None
     now: datetime
     scale_down_delay_seconds: float = 30.0
+    validation: ValidationOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,9 @@ class _Work:
         self.history = list(s.history)
         self.last_analysis = s.last_analysis
         self.carried = dict(s.carried_evidence)
+        self.validation = s.validation
+        self.fingerprints = dict(s.fingerprints)
+        self.validating = False  # the canary is Ready and answers the golden set before any weight
         self.message = ""
         self.rollback_reason = next(
             (
@@ -247,6 +259,7 @@ def decide(previous: ModelDeploymentStatus, observation: Observation) -> Decisio
     plan = _plan(work, spec, observation)
     stable_state = observation.revisions.get(work.stable or "")
     canary_state = observation.revisions.get(work.canary or "")
+    validated, tokenizer = _validation_conditions(work, spec, desired)
     situation = Situation(
         phase=phase,
         invalid_spec=None,
@@ -259,6 +272,9 @@ def decide(previous: ModelDeploymentStatus, observation: Observation) -> Decisio
         verdict=work.last_analysis.verdict if work.last_analysis and work.canary else None,
         rolled_back=work.aborted is not None and work.aborted == desired,
         rollback_reason=work.rollback_reason,
+        validating=work.validating,
+        validated=validated,
+        tokenizer=tokenizer,
     )
     status = ModelDeploymentStatus(
         observed_generation=observation.generation,
@@ -279,6 +295,8 @@ def decide(previous: ModelDeploymentStatus, observation: Observation) -> Decisio
         stable_ready_replicas=stable_state.ready if stable_state else 0,
         canary_ready_replicas=canary_state.ready if canary_state else 0,
         last_analysis=work.last_analysis,
+        validation=work.validation,
+        fingerprints={r: f for r, f in work.fingerprints.items() if r in plan or r in (work.stable, work.canary)},
         carried_evidence=work.carried if work.canary is not None else {},
         history=work.history,
         conditions=conditions(situation, previous.conditions, observation.generation, now),
@@ -326,6 +344,10 @@ def _advance_canary(work: _Work, spec: ModelDeploymentSpec, observation: Observa
     if work.step is None:
         needed = traffic_for(spec).replicas(spec.runtime.replicas, steps[0].weight)[1]
         if ready >= max(1, needed):
+            if rollout.validation is not None and not _validated(work):
+                stalled = _validate(work, observation.validation)
+                if not _validated(work):
+                    return stalled
             work.step, work.weight, work.step_started_at = 0, steps[0].weight, now
             work.event("Normal", "StepStarted", f"step 1/{len(steps)}: canary {work.canary} at {work.weight}%")
         elif state is not None and state.failures:
@@ -386,6 +408,107 @@ def _advance_canary(work: _Work, spec: ModelDeploymentSpec, observation: Observa
     return None
 
 
+def _validated(work: _Work) -> bool:
+    record = work.validation
+    return (
+        record is not None
+        and record.revision == work.canary
+        and record.against == work.stable
+        and record.verdict == Verdict.PASS
+    )
+
+
+def _validate(work: _Work, outcome: ValidationOutcome | None) -> str | None:
+    """The golden-set gate of a Ready canary at weight 0; returns a stalled reason while it cannot run."""
+    canary, stable = work.canary, work.stable
+    assert canary is not None
+    assert stable is not None
+    previous = work.validation
+    if outcome is not None and (outcome.canary, outcome.stable) == (canary, stable):
+        work.validation = ValidationRecord(
+            revision=canary,
+            against=stable,
+            time=work.now,
+            verdict=outcome.verdict,
+            message=outcome.message,
+            metrics=list(outcome.metrics),
+            worst_prompts=list(outcome.worst),
+        )
+        work.fingerprints.update(outcome.fingerprints)
+        if outcome.tokenizer_changed:
+            old, new = outcome.fingerprints[stable].tokenizer, outcome.fingerprints[canary].tokenizer
+            work.event(
+                "Warning",
+                "TokenizerChanged",
+                f"canary {canary} tokenizes differently from stable {stable}: {new} != {old}",
+            )
+        if outcome.verdict == Verdict.PASS:
+            work.event("Normal", "ValidationPassed", f"canary {canary} passed validation: {outcome.message}")
+            return None
+        if outcome.verdict == Verdict.FAIL:
+            work.roll_back(f"validation failed: {outcome.message}", evidence=outcome.metrics)
+            return None
+        if previous is None or (previous.revision, previous.verdict, previous.message) != (
+            canary,
+            Verdict.ERROR,
+            outcome.message,
+        ):
+            work.event("Warning", "ValidationBlocked", f"canary {canary} held at weight 0: {outcome.message}")
+    work.validating = True
+    record = work.validation
+    if record is not None and (record.revision, record.against, record.verdict) == (canary, stable, Verdict.ERROR):
+        work.message = f"validation of canary {canary} cannot run; held at weight 0: {record.message}"
+        return Reason.VALIDATION_BLOCKED
+    work.message = f"validating canary {canary} against stable {stable} on the golden set, at weight 0"
+    return None
+
+
+def validation_due(status: ModelDeploymentStatus, spec: ModelDeploymentSpec, now: datetime) -> bool:
+    """Whether the handler should send the golden set before deciding: the last decision left the canary
+    Validating, and it has no verdict yet (or only one that could not run, long enough ago)."""
+    if spec.rollout.validation is None or status.phase != Phase.VALIDATING or status.current_step is not None:
+        return False
+    if status.canary_revision is None or status.stable_revision is None:
+        return False
+    record = status.validation
+    if record is None or (record.revision, record.against) != (status.canary_revision, status.stable_revision):
+        return True
+    return record.verdict == Verdict.ERROR and _elapsed(record.time, now) >= VALIDATION_RETRY_SECONDS
+
+
+def _validation_conditions(work: _Work, spec: ModelDeploymentSpec, desired: str) -> tuple[Triple, Triple]:
+    """(Validated, TokenizerChanged) as (status, reason, message)."""
+    record = work.validation
+    tokenizer: Triple = ("Unknown", Reason.NOT_MEASURED, "")
+    if record is not None:
+        old, new = work.fingerprints.get(record.against), work.fingerprints.get(record.revision)
+        changed = tokenizer_change(old, new)
+        if changed is not None:
+            assert old is not None
+            assert new is not None
+            tokenizer = (
+                (
+                    "True",
+                    Reason.TOKENIZER_CHANGED,
+                    f"{record.revision}: {new.tokenizer}, {record.against}: {old.tokenizer}",
+                )
+                if changed
+                else ("False", Reason.SAME_TOKENIZER, "")
+            )
+    if spec.rollout.validation is None:
+        return ("Unknown", Reason.NOT_REQUIRED, ""), tokenizer
+    current = record is not None and record.revision in (work.canary, desired)
+    if record is None or not current:
+        validated: Triple = ("Unknown", Reason.VALIDATING if work.validating else Reason.NOT_RUNNING, "")
+    elif record.verdict == Verdict.PASS:
+        validated = ("True", Reason.VALIDATION_PASSED, record.message)
+    elif record.verdict == Verdict.FAIL:
+        validated = ("False", Reason.VALIDATION_FAILED, record.message)
+    else:
+        validated = ("Unknown", Reason.VALIDATION_BLOCKED, record.message)
+    return validated, tokenizer
+
+
 def _judge(work: _Work, spec: ModelDeploymentSpec, outcome: Outcome) -> str | None:
     analysis = spec.rollout.analysis
     if outcome.verdict == Verdict.FAIL:
@@ -413,6 +536,8 @@ def _judge(work: _Work, spec: ModelDeploymentSpec, outcome: Outcome) -> str | No
 
 def _phase(work: _Work, spec: ModelDeploymentSpec, observation: Observation, stalled: str | None) -> Phase:
     if work.canary is not None:
+        if work.validating:
+            return Phase.VALIDATING
         if spec.paused or work.user_paused or work.blind_since is not None or stalled:
             return Phase.PAUSED
         return Phase.PROGRESSING
@@ -529,4 +654,5 @@ __all__ = [
     "analysis_due",
     "analysis_window_seconds",
     "decide",
+    "validation_due",
 ]

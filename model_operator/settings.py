@@ -30,6 +30,11 @@ class OperatorSettings(BaseModel):
     clients that still route to it finish before its pods go."""
     resync_seconds: float = Field(default=30.0, gt=0)
     """Longest time between two reconciles of a resource when nothing happens."""
+    pod_check_seconds: float = Field(default=10.0, gt=0, le=300)
+    """How long a revision is short of ready pods before its pods are listed to learn why (a crash loop,
+    an OOM kill, an image that cannot be pulled), and how often while it stays short. Not at once: a
+    rollout's new revision is short of ready on every event of its start, and at fleet size listing its
+    pods on each of them was most of the operator's API time."""
     metrics_port: int = Field(default=8000, ge=0, le=65535)
     """Port of the operator's /metrics (0 turns it off)."""
     metrics_host: str = "0.0.0.0"

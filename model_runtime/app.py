@@ -12,6 +12,7 @@ import time
 import torch
 from aiohttp import web
 
+from . import kvbudget
 from .dataplane import DataPlane
 from .engine import EmbeddingEngine, EmbeddingWork, Engine, Finished, GenerationEngine, GenerationWork
 from .metrics import RuntimeMetrics
@@ -24,8 +25,19 @@ log = logging.getLogger("model_runtime")
 
 
 def build_engine(settings: RuntimeSettings, loaded: LoadedModel, metrics: RuntimeMetrics) -> Engine:
-    kind = GenerationEngine if settings.task == "text-generation" else EmbeddingEngine
-    return kind(loaded, settings.max_batch_size, settings.max_batch_wait_ms, metrics)
+    if settings.task != "text-generation":
+        return EmbeddingEngine(loaded, settings.max_batch_size, settings.max_batch_wait_ms, metrics)
+    capacity = settings.kv_cache_tokens or kv_capacity(loaded)
+    metrics.kv_capacity(capacity)
+    log.info("KV cache budget: %d tokens", capacity)
+    return GenerationEngine(loaded, settings.max_batch_size, settings.max_batch_wait_ms, metrics, capacity)
+
+
+def kv_capacity(loaded: LoadedModel) -> int:
+    """Tokens of KV cache the memory left beside the loaded model holds (kvbudget)."""
+    per_token = kvbudget.bytes_per_token(loaded.model.config, loaded.placement.dtype.itemsize)
+    limit = kvbudget.memory_limit_bytes()
+    return kvbudget.derive_tokens(limit, kvbudget.available_bytes(), kvbudget.resident_bytes(), per_token)
 
 
 def warm_up(engine: Engine, loaded: LoadedModel, timeout: float = 300.0) -> None:
@@ -62,7 +74,6 @@ def load_and_start(settings: RuntimeSettings, dataplane: DataPlane) -> None:
     engine = build_engine(settings, loaded, dataplane.metrics)
     engine.start()
     dataplane.attach(loaded, engine)
-    dataplane.metrics.describe_model(settings.task, placement.device, str(placement.dtype).removeprefix("torch."))
     dataplane.metrics.bind_gauges(lambda: engine.waiting, dataplane.drift.score)
     warm_up(engine, loaded)
     if settings.fault_warmup_seconds:

@@ -34,6 +34,7 @@ def model_pods_label_selector(model_deployment: str) -> str:
 
 # ---- requests --------------------------------------------------------------------------------------
 MIRROR_HEADER = "x-modelship-mirror"  # set by the router on mirror probes; stripped from clients' requests
+VALIDATION_HEADER = "x-modelship-validation"  # set by the operator on golden prompts; stripped like the mirror's
 REVISION_HEADER = "x-modelship-revision"
 CLIENT_CLOSED_REQUEST = 499  # nginx's code for a client that hung up before the answer: not a server error
 
@@ -49,7 +50,30 @@ CODE_LABEL = "code"
 SOURCE_LABEL = "source"  # who sent the request: user traffic, or the router's mirror probes
 SOURCE_USER = "user"
 SOURCE_MIRROR = "mirror"
+SOURCE_VALIDATION = "validation"  # the operator's golden prompts, before the canary gets traffic
 ANSWERED_ENDPOINTS = ("completions", "chat_completions", "embeddings")
+# Every generated choice, by what its content is: fast, error-free answers can still be wrong, and these
+# are the kinds a runtime can see without knowing the right answer (analysis: the content SLI).
+CHOICES_TOTAL = "modelship_choices_total"
+OUTCOME_LABEL = "outcome"
+# Every choice counts once as "all", and once more for each kind of issue it has: the kinds are
+# independent (a cut answer may also be garbled), so each kind's share is its count over "all", whatever
+# the other kinds do. One outcome per choice, the first that applied, hid a kind behind another: a
+# canary whose cut answers became readable read as "more truncated".
+OUTCOME_ALL = "all"
+OUTCOME_EMPTY = "empty"  # nothing but whitespace
+OUTCOME_UNDECODABLE = "undecodable"  # bytes the tokenizer cannot turn into text (U+FFFD in the answer)
+OUTCOME_INVALID_JSON = "invalid_json"  # JSON was asked for (response_format) and the answer does not parse
+OUTCOME_TRUNCATED = "truncated"  # cut by max_tokens (finish_reason "length")
+CONTENT_ISSUES = (OUTCOME_EMPTY, OUTCOME_UNDECODABLE, OUTCOME_INVALID_JSON, OUTCOME_TRUNCATED)
+GENERATION_ENDPOINTS = ("completions", "chat_completions")
+BUILD_INFO = "modelship_build_info"
+# The share of the KV-cache budget the running batch holds, with the meaning of vLLM's
+# vllm:kv_cache_usage_perc (0..1): what an endpoint picker reads to place requests.
+KV_CACHE_USAGE = "modelship_kv_cache_usage_ratio"
+KV_CACHE_CAPACITY = "modelship_kv_cache_capacity_tokens"
+TOKENIZER_LABEL = "tokenizer_fingerprint"  # model_runtime.fingerprint: same value, same tokenization
+CONFIG_LABEL = "config_fingerprint"
 
 # Request latency: ten bounds a decade (no step wider than 1.33x) from 100 ms to 60 s, where LLM requests
 # fall, so "slower than X" is counted at a bound near X for both tracks alike. Override with the runtime's

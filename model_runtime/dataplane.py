@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .content import content_issues
+from .contract import GENERATION_ENDPOINTS, OUTCOME_ALL
 from .drift import DriftMonitor
-from .engine import EmbeddingWork, Engine, Finished, GenerationWork, TokenEvent
+from .engine import EmbeddingWork, Engine, Finished, GenerationWork, TokenEvent, kv_refusal
 from .errors import (
     ApiError,
     InjectedFault,
@@ -26,15 +28,28 @@ from .errors import (
     SchemaError,
     Timeout,
 )
+from .fingerprint import Fingerprints, fingerprints
 from .grammar import GrammarError, Grammars
+from .kvbudget import Row
 from .metrics import RuntimeMetrics
 from .model import LoadedModel
 from .responses import Choice, Generated, Shaper, choices_of, finished_usage
 from .sampling import SamplingParams
-from .schemas import MAX_CHOICES, MAX_PROMPTS, ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, classify
+from .schemas import (
+    MAX_CHOICES,
+    MAX_PROMPTS,
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Sampling,
+    TokenizeRequest,
+    classify,
+)
 from .settings import RuntimeSettings
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
+COMPLETIONS, CHAT = GENERATION_ENDPOINTS
 log = logging.getLogger("model_runtime.dataplane")
 
 
@@ -105,10 +120,19 @@ class DataPlane:
         self.engine: Engine | None = None
         self._random = random.Random()
         self.created = int(time.time())
+        self.fingerprints = Fingerprints("", "")  # until a model is attached
         self.shaper = Shaper(settings.model_name, self._token_text)
 
     def attach(self, loaded: LoadedModel, engine: Engine) -> None:
         self.loaded, self.engine = loaded, engine
+        self.fingerprints = fingerprints(loaded.tokenizer, loaded.model.config)
+        self.metrics.describe_model(
+            self.settings.task,
+            loaded.placement.device,
+            str(loaded.placement.dtype).removeprefix("torch."),
+            self.fingerprints.tokenizer,
+            self.fingerprints.config,
+        )
 
     # ---- shared steps -------------------------------------------------------------------------------
     def _check_model(self, name: str) -> None:
@@ -129,6 +153,19 @@ class DataPlane:
             await asyncio.sleep(self.settings.fault_latency_seconds)
         if self._random.random() < self.settings.fault_error_rate:
             raise InjectedFault("injected fault (MODELSHIP_FAULT_ERROR_RATE)")
+
+    def _empty_fault(self) -> bool:
+        """An injected answer that is empty, as from a model that emits its end token first (a 200)."""
+        return self.settings.faults_enabled and self._random.random() < self.settings.fault_empty_rate
+
+    def _count_content(self, endpoint: str, request: Sampling, texts: list[tuple[str, str]]) -> None:
+        """Each finished choice's (text, finish_reason) by what its content is: the content SLI."""
+        fmt = request.response_format
+        json_asked = fmt is not None and fmt.type != "text"
+        for text, finish_reason in texts:
+            self.metrics.choice(endpoint, OUTCOME_ALL)
+            for issue in content_issues(text, finish_reason, json_asked):
+                self.metrics.choice(endpoint, issue)
 
     def _limit_prompt(self, ids: list[int], max_new: int) -> list[int]:
         if not ids:
@@ -152,6 +189,9 @@ class DataPlane:
                 param="prompt",
                 code="context_length_exceeded",
             )
+        capacity = getattr(self.engine, "kv_capacity", None)
+        if capacity is not None and len(ids) + max_new > capacity:  # it could never join a batch: say so now
+            raise kv_refusal(Row(len(ids), max_new), capacity)
         return ids
 
     def _sampling(self, request: Sampling, max_new: int, top_logprobs: int | None) -> SamplingParams:
@@ -223,8 +263,12 @@ class DataPlane:
         def sink(event: TokenEvent | Finished | ApiError) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        work = GenerationWork(sink=sink, deadline=deadline, prompt_ids=prompt_ids, params=params, stream=stream)
         self.drift.observe(prompt_ids)
+        if self._empty_fault():
+            self.metrics.tokens(len(prompt_ids), 0)
+            yield Finished("stop", len(prompt_ids), 0)
+            return
+        work = GenerationWork(sink=sink, deadline=deadline, prompt_ids=prompt_ids, params=params, stream=stream)
         self.engine.submit(work)
         try:
             while True:
@@ -344,7 +388,9 @@ class DataPlane:
         self, request: CompletionRequest, choices: list[Choice], params: SamplingParams
     ) -> dict[str, Any]:
         await self._faults()
-        return self.shaper.completion(request, choices, await self._collect_all(choices))
+        results = await self._collect_all(choices)
+        self._count_content(COMPLETIONS, request, [(r.text, r.finish_reason) for r in results])
+        return self.shaper.completion(request, choices, results)
 
     async def completion_stream(
         self, request: CompletionRequest, choices: list[Choice], params: SamplingParams
@@ -352,9 +398,13 @@ class DataPlane:
         await self._faults()
         base = self.shaper.stream_base("cmpl", "text_completion")
         ends: dict[int, Finished] = {}
+        texts: dict[int, list[str]] = {}
         async for index, event in self._merged(choices):
             if isinstance(event, Finished):
                 ends[index] = event
+                self._count_content(COMPLETIONS, request, [("".join(texts.pop(index, [])), event.finish_reason)])
+            else:
+                texts.setdefault(index, []).append(event.text)
             chunk = self.shaper.completion_chunk(request, base, index, event)
             if chunk is not None:
                 yield chunk
@@ -366,31 +416,35 @@ class DataPlane:
         request = parse(ChatRequest, document)
         self._check_model(request.model)
         self._check_task("text-generation")
-        assert self.loaded is not None
-        tokenizer = self.loaded.tokenizer
-        if not getattr(tokenizer, "chat_template", None):
-            raise InvalidRequest("this model has no chat template; use /v1/completions")
         max_new = self._max_new(request.max_completion_tokens or request.max_tokens)
-        messages = [
-            {"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in request.messages
-        ]
-        if all(not m["content"] for m in messages):
-            raise InvalidRequest("the messages must not all be empty", param="messages")
-        try:
-            rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except Exception as error:  # a template that refuses this conversation (e.g. roles out of order)
-            raise InvalidRequest(f"the chat template refused these messages: {error}", param="messages") from None
-        ids = list(tokenizer.encode(rendered, add_special_tokens=False))
-        ids = self._limit_prompt(ids, max_new)
+        ids = self._limit_prompt(self._chat_ids(request.messages, add_generation_prompt=True), max_new)
         top = request.top_logprobs if request.logprobs else None
         if request.logprobs and top is None:
             top = 0
         params = self._sampling(request, max_new, top)
         return request, choices_of([ids], params, request.n), params
 
+    def _chat_ids(self, chat: list[ChatMessage], add_generation_prompt: bool) -> list[int]:
+        assert self.loaded is not None
+        tokenizer = self.loaded.tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise InvalidRequest("this model has no chat template; use /v1/completions")
+        messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in chat]
+        if all(not m["content"] for m in messages):
+            raise InvalidRequest("the messages must not all be empty", param="messages")
+        try:
+            rendered = tokenizer.apply_chat_template(
+                messages, add_generation_prompt=add_generation_prompt, tokenize=False
+            )
+        except Exception as error:  # a template that refuses this conversation (e.g. roles out of order)
+            raise InvalidRequest(f"the chat template refused these messages: {error}", param="messages") from None
+        return list(tokenizer.encode(rendered, add_special_tokens=False))
+
     async def chat(self, request: ChatRequest, choices: list[Choice], params: SamplingParams) -> dict[str, Any]:
         await self._faults()
-        return self.shaper.chat(request, choices, await self._collect_all(choices))
+        results = await self._collect_all(choices)
+        self._count_content(CHAT, request, [(r.text, r.finish_reason) for r in results])
+        return self.shaper.chat(request, choices, results)
 
     async def chat_stream(
         self, request: ChatRequest, choices: list[Choice], params: SamplingParams
@@ -399,9 +453,13 @@ class DataPlane:
         base = self.shaper.stream_base("chatcmpl", "chat.completion.chunk")
         started: set[int] = set()
         ends: dict[int, Finished] = {}
+        texts: dict[int, list[str]] = {}
         async for index, event in self._merged(choices):
             if isinstance(event, Finished):
                 ends[index] = event
+                self._count_content(CHAT, request, [("".join(texts.pop(index, [])), event.finish_reason)])
+            else:
+                texts.setdefault(index, []).append(event.text)
             chunk = self.shaper.chat_chunk(request, base, index, event, first=index not in started)
             if chunk is not None:
                 if isinstance(event, TokenEvent):
@@ -446,6 +504,21 @@ class DataPlane:
             raise InvalidRequest(f"this model's embeddings have {width} dimensions", param="dimensions")
         return self.shaper.embeddings(work.result, finished.prompt_tokens, request.encoding_format == "base64")
 
+    # ---- /tokenize ----------------------------------------------------------------------------------
+    def tokenize(self, document: Any) -> dict[str, Any]:
+        """The token ids a prompt or a chat becomes here, as vLLM's /tokenize answers: revisions that
+        tokenize alike give the same ids (the operator's validation compares them)."""
+        request = parse(TokenizeRequest, document)
+        if request.model is not None:
+            self._check_model(request.model)
+        assert self.loaded is not None
+        if request.messages is not None:
+            ids = self._chat_ids(request.messages, request.add_generation_prompt)
+        else:
+            ids = list(self.loaded.tokenizer.encode(request.prompt)) if request.prompt else []
+        longest = self.loaded.max_positions or self.settings.max_input_tokens
+        return {"count": len(ids), "max_model_len": longest, "tokens": ids}
+
     def models(self) -> dict[str, Any]:
         return {
             "object": "list",
@@ -456,6 +529,9 @@ class DataPlane:
                     "created": self.created,
                     "owned_by": "modelship",
                     "task": self.settings.task,
+                    # what decides tokenization and the model's shape: equal for revisions that tokenize alike
+                    "tokenizer_fingerprint": self.fingerprints.tokenizer or None,
+                    "config_fingerprint": self.fingerprints.config or None,
                 }
             ],
         }

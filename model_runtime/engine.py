@@ -8,6 +8,7 @@ zeroed, so a sequence computes the same tokens alone or in a batch. Embeddings b
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -20,10 +21,20 @@ import torch
 
 from .errors import ApiError, InvalidRequest, Timeout
 from .grammar import Constraint
+from .kvbudget import Row, peak_tokens
 from .model import LoadedModel
 from .sampling import History, SamplingParams, TokenLogprobs, choose, logprobs_of, make_generator
 
 log = logging.getLogger("model_runtime.engine")
+
+
+def kv_refusal(row: Row, capacity: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"the prompt ({row.length} tokens) and max_tokens ({row.remaining}) need {row.length + row.remaining} "
+        f"tokens of KV cache; this server holds {capacity} (MODELSHIP_KV_CACHE_TOKENS, or its memory limit)",
+        param="max_tokens",
+        code="context_length_exceeded",
+    )
 
 
 class EngineMetrics(Protocol):
@@ -33,6 +44,7 @@ class EngineMetrics(Protocol):
     def decode(self, seconds: float) -> None: ...
     def first_token(self, seconds: float) -> None: ...
     def running_sequences(self, count: int) -> None: ...
+    def kv_cache_usage(self, ratio: float) -> None: ...
 
 
 class NoMetrics:
@@ -42,6 +54,7 @@ class NoMetrics:
     def decode(self, seconds: float) -> None: ...
     def first_token(self, seconds: float) -> None: ...
     def running_sequences(self, count: int) -> None: ...
+    def kv_cache_usage(self, ratio: float) -> None: ...
 
 
 @dataclass
@@ -70,6 +83,7 @@ class Work:
     deadline: float
     enqueued: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    waited: bool = False  # its time in the queue is counted once, however often the KV budget defers it
 
 
 @dataclass
@@ -114,6 +128,8 @@ class Engine:
         self.max_batch_wait = max_batch_wait_ms / 1000
         self.metrics: EngineMetrics = metrics or NoMetrics()
         self._queue: queue.Queue[Work] = queue.Queue()
+        # Taken from the queue but not admitted yet (the KV budget is full): first in line at the next cycle.
+        self._deferred: collections.deque[Work] = collections.deque()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
 
@@ -129,7 +145,7 @@ class Engine:
 
     @property
     def waiting(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._deferred)
 
     @property
     def alive(self) -> bool:
@@ -140,7 +156,9 @@ class Engine:
         taken: list[Work] = []
         if capacity <= 0:
             return taken
-        if block:
+        while self._deferred and len(taken) < capacity:
+            taken.append(self._deferred.popleft())
+        if block and not taken:
             try:
                 taken.append(self._queue.get(timeout=0.05))
             except queue.Empty:
@@ -167,7 +185,9 @@ class Engine:
             if now > work.deadline:
                 work.sink(Timeout("the request timed out while queued"))
                 continue
-            self.metrics.queued(now - work.enqueued)
+            if not work.waited:
+                work.waited = True
+                self.metrics.queued(now - work.enqueued)
             live.append(work)
         return live
 
@@ -191,9 +211,17 @@ class GenerationEngine(Engine):
     """Continuous batching for causal language models."""
 
     def __init__(
-        self, loaded: LoadedModel, max_batch_size: int, max_batch_wait_ms: int, metrics: EngineMetrics | None = None
+        self,
+        loaded: LoadedModel,
+        max_batch_size: int,
+        max_batch_wait_ms: int,
+        metrics: EngineMetrics | None = None,
+        kv_capacity: int | None = None,
     ) -> None:
         super().__init__(loaded, max_batch_size, max_batch_wait_ms, metrics)
+        self.kv_capacity = kv_capacity  # tokens of KV cache the batch's worst case must fit in (kvbudget)
+        self.cache_tokens = 0  # rows x width of the cache now
+        self.peak_cache_tokens = 0
         self.active: list[_Sequence] = []
         self.cache: Any = None
         self.mask: torch.Tensor | None = None  # [batch, cache length]; 0 marks padding
@@ -204,9 +232,7 @@ class GenerationEngine(Engine):
     def _cycle(self) -> None:
         fresh = self._take(self.max_batch_size - len(self.active), block=not self.active)
         joining = []
-        for work in fresh:
-            if not isinstance(work, GenerationWork):
-                continue
+        for work in self._admitted(fresh):
             try:
                 generator = make_generator(work.params, self.loaded.device)
                 grammar = work.params.grammar
@@ -219,6 +245,39 @@ class GenerationEngine(Engine):
         if self.active:
             self._decode_step()
         self.metrics.running_sequences(len(self.active))
+        self._measure_cache()
+
+    def _row(self, sequence: _Sequence) -> Row:
+        length = len(sequence.work.prompt_ids) + len(sequence.output_ids)
+        return Row(length, max(0, sequence.work.params.max_new_tokens - len(sequence.output_ids)))
+
+    def _admitted(self, fresh: list[Work]) -> list[GenerationWork]:
+        """The fresh requests whose joining keeps the batch's worst case within the KV budget, in order; the
+        first that does not fit and every one after it wait (deferred) for rows to finish. One that could
+        not fit even alone is refused."""
+        works = [work for work in fresh if isinstance(work, GenerationWork)]
+        if self.kv_capacity is None or not works:  # the common cycle, a decode step with nobody new: no arithmetic
+            return works
+        rows = [self._row(sequence) for sequence in self.active]
+        admitted: list[GenerationWork] = []
+        for index, work in enumerate(works):
+            row = Row(len(work.prompt_ids), work.params.max_new_tokens)
+            if peak_tokens([*rows, row]) <= self.kv_capacity:
+                rows.append(row)
+                admitted.append(work)
+            elif not rows:
+                work.sink(kv_refusal(row, self.kv_capacity))
+            else:
+                self._deferred.extendleft(reversed(works[index:]))
+                break
+        return admitted
+
+    def _measure_cache(self) -> None:
+        width = 0 if self.mask is None else int(self.mask.shape[1])
+        self.cache_tokens = len(self.active) * width
+        self.peak_cache_tokens = max(self.peak_cache_tokens, self.cache_tokens)
+        if self.kv_capacity:
+            self.metrics.kv_cache_usage(self.cache_tokens / self.kv_capacity)
 
     def _fail_all(self, error: ApiError) -> None:
         for sequence in self.active:

@@ -4,26 +4,36 @@ ModelDeployment and revision so queries work whatever relabelling the user's Pro
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from . import __version__
 from .contract import (
+    BUILD_INFO,
+    CHOICES_TOTAL,
     CODE_LABEL,
+    CONFIG_LABEL,
     DEFAULT_LATENCY_BUCKETS,
     ENDPOINT_LABEL,
     IDENTITY_LABELS,
+    KV_CACHE_CAPACITY,
+    KV_CACHE_USAGE,
     MODEL_READY,
+    OUTCOME_LABEL,
     REQUEST_DURATION,
     REQUESTS_TOTAL,
     SOURCE_LABEL,
     SOURCE_USER,
     TIME_TO_FIRST_TOKEN,
+    TOKENIZER_LABEL,
 )
 
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 IDENTITY = IDENTITY_LABELS
+# Who sent the request being answered (set by the HTTP layer), for the series counted deep inside it.
+REQUEST_SOURCE: ContextVar[str] = ContextVar("request_source", default=SOURCE_USER)
 
 
 class RuntimeMetrics:
@@ -50,6 +60,13 @@ class RuntimeMetrics:
             REQUESTS_TOTAL,
             "Requests answered, by endpoint, HTTP code (499: the client hung up) and source.",
             [*IDENTITY, ENDPOINT_LABEL, CODE_LABEL, SOURCE_LABEL],
+            registry=r,
+        )
+        self.choices = Counter(
+            CHOICES_TOTAL,
+            "Generated choices answered, by endpoint, source and what their content is (ok, empty, undecodable, "
+            "invalid_json when JSON was asked for, truncated by max_tokens).",
+            [*IDENTITY, ENDPOINT_LABEL, SOURCE_LABEL, OUTCOME_LABEL],
             registry=r,
         )
         self.queue_duration = Histogram(
@@ -87,6 +104,18 @@ class RuntimeMetrics:
         self.generation_tokens = Counter("modelship_generation_tokens_total", "Tokens generated.", IDENTITY, registry=r)
         self.running = Gauge("modelship_requests_running", "Requests being processed.", IDENTITY, registry=r)
         self.waiting = Gauge("modelship_requests_waiting", "Requests queued for the model.", IDENTITY, registry=r)
+        self.kv_cache_usage_ratio = Gauge(
+            KV_CACHE_USAGE,
+            "Share of the KV-cache budget the running batch holds (0..1), as vLLM's kv_cache_usage_perc.",
+            IDENTITY,
+            registry=r,
+        )
+        self.kv_cache_capacity = Gauge(
+            KV_CACHE_CAPACITY,
+            "Tokens of KV cache this runtime admits sequences into (their worst case must fit).",
+            IDENTITY,
+            registry=r,
+        )
         self.input_drift = Gauge(
             "modelship_input_drift_score",
             "Jensen-Shannon divergence of recent prompts from the reference window (0..1).",
@@ -97,15 +126,22 @@ class RuntimeMetrics:
             MODEL_READY, "1 when the model is loaded, warmed up and not draining.", IDENTITY, registry=r
         )
         self.build_info = Gauge(
-            "modelship_build_info",
-            "Version and model of this runtime.",
-            [*IDENTITY, "version", "task", "device", "dtype"],
+            BUILD_INFO,
+            "Version and model of this runtime, with fingerprints of its tokenizer and model config.",
+            [*IDENTITY, "version", "task", "device", "dtype", TOKENIZER_LABEL, CONFIG_LABEL],
             registry=r,
         )
         self._version = __version__
 
-    def describe_model(self, task: str, device: str, dtype: str) -> None:
-        self.build_info.labels(**self.identity, version=self._version, task=task, device=device, dtype=dtype).set(1)
+    def describe_model(self, task: str, device: str, dtype: str, tokenizer: str = "", config: str = "") -> None:
+        self.build_info.labels(
+            **self.identity,
+            version=self._version,
+            task=task,
+            device=device,
+            dtype=dtype,
+            **{TOKENIZER_LABEL: tokenizer, CONFIG_LABEL: config},
+        ).set(1)
 
     def bind_running(self, running: Callable[[], float]) -> None:
         """Requests admitted and not yet answered (queued for the model or generating)."""
@@ -114,6 +150,9 @@ class RuntimeMetrics:
     def bind_gauges(self, waiting: Callable[[], float], drift: Callable[[], float | None]) -> None:
         self.waiting.labels(**self.identity).set_function(waiting)
         self.input_drift.labels(**self.identity).set_function(lambda: drift() or 0.0)
+
+    def choice(self, endpoint: str, outcome: str) -> None:
+        self.choices.labels(**self.identity, endpoint=endpoint, source=REQUEST_SOURCE.get(), outcome=outcome).inc()
 
     def request(self, endpoint: str, code: int, seconds: float, source: str = SOURCE_USER) -> None:
         self.requests.labels(**self.identity, endpoint=endpoint, code=str(code), source=source).inc()
@@ -147,3 +186,9 @@ class RuntimeMetrics:
 
     def running_sequences(self, count: int) -> None:
         return  # requests_running counts whole requests; the dataplane keeps it
+
+    def kv_cache_usage(self, ratio: float) -> None:
+        self.kv_cache_usage_ratio.labels(**self.identity).set(ratio)
+
+    def kv_capacity(self, tokens: int) -> None:
+        self.kv_cache_capacity.labels(**self.identity).set(tokens)

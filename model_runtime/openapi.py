@@ -8,8 +8,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from . import __version__
-from .response_models import ChatCompletion, ChatCompletionChunk, Completion, CompletionChunk, Embeddings, ModelList
-from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from .response_models import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Completion,
+    CompletionChunk,
+    Embeddings,
+    ModelList,
+    Tokenized,
+)
+from .schemas import ChatRequest, CompletionRequest, EmbeddingRequest, TokenizeRequest
 
 REF = "#/components/schemas/{model}"
 ERROR = {
@@ -64,6 +72,7 @@ def _examples(model_name: str) -> dict[str, dict[str, Any]]:
         "CompletionRequest": {"model": model_name, "prompt": "hello", "max_tokens": 2, "logprobs": 1},
         "ChatRequest": {"model": model_name, "messages": chat, "max_tokens": 2, "logprobs": True, "top_logprobs": 1},
         "EmbeddingRequest": {"model": model_name, "input": ["hi", "there"]},
+        "TokenizeRequest": {"model": model_name, "prompt": "hello"},
     }
 
 
@@ -115,18 +124,23 @@ def document(with_api_key: bool, model_name: str = "model") -> dict[str, Any]:
             },
             "/v1/embeddings": {"post": _operation("Embeddings", EmbeddingRequest, Embeddings, None, model_name)},
             "/v1/models": {"get": _operation("The model served", None, ModelList, None, model_name)},
+            "/tokenize": {
+                "post": _operation("Token ids of a prompt or a chat", TokenizeRequest, Tokenized, None, model_name)
+            },
         },
         "components": {
             "schemas": _schemas(
                 CompletionRequest,
                 ChatRequest,
                 EmbeddingRequest,
+                TokenizeRequest,
                 Completion,
                 CompletionChunk,
                 ChatCompletion,
                 ChatCompletionChunk,
                 Embeddings,
                 ModelList,
+                Tokenized,
             )
         },
     }

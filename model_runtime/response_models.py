@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Answer(BaseModel):
@@ -144,8 +144,20 @@ class Model(Answer):
     created: int
     owned_by: str
     task: Literal["text-generation", "embeddings"]
+    tokenizer_fingerprint: str | None = Field(
+        default=None, description="Digest of what decides tokenization (model_runtime.fingerprint)."
+    )
+    config_fingerprint: str | None = Field(default=None, description="Digest of the model's config.")
 
 
 class ModelList(Answer):
     object: Literal["list"]
     data: list[Model]
+
+
+class Tokenized(Answer):
+    """vLLM's /tokenize answer."""
+
+    count: int = Field(ge=0)
+    max_model_len: int = Field(ge=1)
+    tokens: list[int]

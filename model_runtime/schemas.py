@@ -142,6 +142,23 @@ class ChatRequest(Sampling):
     top_logprobs: Integer | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
+class TokenizeRequest(Body):
+    """vLLM's /tokenize: a completion prompt as /v1/completions tokenizes it, or chat messages as
+    /v1/chat/completions renders and tokenizes them."""
+
+    model: str | None = Field(default=None, min_length=1)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
+    add_generation_prompt: bool = True
+    """For messages: end with the assistant's turn, as a chat completion does."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("send exactly one of prompt or messages")
+        return self
+
+
 class EmbeddingRequest(Body):
     model: str = Field(min_length=1)
     input: str | list[str]

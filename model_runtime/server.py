@@ -14,7 +14,15 @@ from typing import Any
 from aiohttp import web
 
 from . import openapi
-from .contract import CLIENT_CLOSED_REQUEST, MIRROR_HEADER, REVISION_HEADER, SOURCE_MIRROR, SOURCE_USER
+from .contract import (
+    CLIENT_CLOSED_REQUEST,
+    MIRROR_HEADER,
+    REVISION_HEADER,
+    SOURCE_MIRROR,
+    SOURCE_USER,
+    SOURCE_VALIDATION,
+    VALIDATION_HEADER,
+)
 from .dataplane import DataPlane
 from .errors import (
     ApiError,
@@ -26,6 +34,7 @@ from .errors import (
     NotReady,
     check_bearer,
 )
+from .metrics import REQUEST_SOURCE
 
 log = logging.getLogger("model_runtime.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,6 +43,7 @@ ENDPOINTS = {
     "/v1/chat/completions": "chat_completions",
     "/v1/embeddings": "embeddings",
     "/v1/models": "models",
+    "/tokenize": "tokenize",
 }
 
 
@@ -97,6 +107,7 @@ class Server:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/tokenize", self.tokenize)
         app.router.add_get("/health/live", self.live)
         app.router.add_get("/health/ready", self.ready)
         app.router.add_get("/metrics", self.metrics)
@@ -109,11 +120,19 @@ class Server:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         headers = {**self.identity, "x-request-id": request_id}
         endpoint = ENDPOINTS.get(request.path)
-        # The router's mirror probes are not user traffic: their own series, out of the analysis' SLIs.
-        source = SOURCE_MIRROR if request.headers.get(MIRROR_HEADER) else SOURCE_USER
+        # The router's mirror probes and the operator's golden prompts are not user traffic: their own
+        # series, out of the analysis' SLIs.
+        source = (
+            SOURCE_VALIDATION
+            if request.headers.get(VALIDATION_HEADER)
+            else SOURCE_MIRROR
+            if request.headers.get(MIRROR_HEADER)
+            else SOURCE_USER
+        )
+        REQUEST_SOURCE.set(source)  # this request's own task: its context is its own
         status = 500
         try:
-            if endpoint:  # /v1/models too, as vLLM guards every /v1 route
+            if endpoint:  # /v1/models and /tokenize too, as vLLM guards them
                 check_bearer(request.headers.get("Authorization"), self.settings.api_key)
             response = await handler(request)
             status = response.status
@@ -193,6 +212,10 @@ class Server:
         document = await self._json(request)
         with self.dataplane.admission.admitted():
             return web.json_response(await self.dataplane.embeddings(document))
+
+    async def tokenize(self, request: web.Request) -> web.StreamResponse:
+        document = await self._json(request)
+        return web.json_response(await asyncio.to_thread(self.dataplane.tokenize, document))
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(self.dataplane.models())

@@ -44,9 +44,13 @@ class RuntimeSettings(BaseModel):
     revision: str = ""
     drift_window: int = Field(default=200, ge=10)
     threads: int | None = Field(default=None, ge=1)
+    kv_cache_tokens: int | None = Field(default=None, ge=1)
+    """Tokens of KV cache the engine admits sequences into (each batch's worst case must fit); unset: derived
+    from the memory limit (model_runtime.kvbudget)."""
     faults_enabled: bool = False
     fault_latency_seconds: float = Field(default=0.0, ge=0)
     fault_error_rate: float = Field(default=0.0, ge=0, le=1)
+    fault_empty_rate: float = Field(default=0.0, ge=0, le=1)  # answers that are empty (EOS first), with 200
     fault_never_ready: bool = False
     fault_warmup_seconds: float = Field(default=0.0, ge=0, le=3600)
     """A warm-up this much longer than the real one: a model slow to become ready (rollout tests)."""
@@ -66,7 +70,11 @@ class RuntimeSettings(BaseModel):
     @model_validator(mode="after")
     def _faults_need_the_switch(self) -> RuntimeSettings:
         injected = (
-            self.fault_latency_seconds or self.fault_error_rate or self.fault_never_ready or self.fault_warmup_seconds
+            self.fault_latency_seconds
+            or self.fault_error_rate
+            or self.fault_empty_rate
+            or self.fault_never_ready
+            or self.fault_warmup_seconds
         )
         if injected and not self.faults_enabled:
             raise ValueError(

@@ -26,7 +26,10 @@ CORPUS = [
     "0123456789 + - * / = ( ) [ ] { } < > ! ? . , ; : ' \" @ # $ % ^ & _ ~",
     "Bonjour le monde, comment allez-vous? Très bien, merci.",
 ]
-VARIANTS = ("none", "permuted-positions", "shuffled-vocabulary")
+VARIANTS = ("none", "permuted-positions", "permuted-far-positions", "shuffled-vocabulary", "swapped-tokenizer")
+# permuted-far-positions keeps every position below this one: prompts shorter than it answer exactly as
+# the original does, and only long ones go wrong (what a positional-encoding regression looks like).
+FAR_POSITION = 64
 
 
 def build_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
@@ -48,6 +51,32 @@ def build_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
+
+
+def swapped_tokenizer(tokenizer, seed: int):  # type: ignore[no-untyped-def]
+    """The same tokens, merges and special tokens under other ids: the vocabulary's size is the same, so a
+    model loads it without complaint, runs as fast and without errors, and reads every text wrong."""
+    import json
+    import random
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    special = {token["content"] for token in data["added_tokens"]}
+    tokens = [token for token in vocab if token not in special]
+    ids = [vocab[token] for token in tokens]
+    random.Random(seed).shuffle(ids)
+    vocab.update(zip(tokens, ids, strict=True))
+    swapped = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)),
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+    )
+    swapped.chat_template = CHAT_TEMPLATE
+    return swapped
 
 
 def build(out: Path, *, seed: int = 1234, variant: str = "none", n_positions: int = 512) -> Path:
@@ -80,10 +109,17 @@ def build(out: Path, *, seed: int = 1234, variant: str = "none", n_positions: in
             generator = torch.Generator().manual_seed(seed + 1)
             order = torch.randperm(n_positions, generator=generator)
             model.transformer.wpe.weight.copy_(model.transformer.wpe.weight[order])
+        elif variant == "permuted-far-positions":
+            generator = torch.Generator().manual_seed(seed + 1)
+            far = FAR_POSITION + torch.randperm(n_positions - FAR_POSITION, generator=generator)
+            order = torch.cat([torch.arange(FAR_POSITION), far])
+            model.transformer.wpe.weight.copy_(model.transformer.wpe.weight[order])
         elif variant == "shuffled-vocabulary":
             generator = torch.Generator().manual_seed(seed + 2)
             order = torch.randperm(config.vocab_size, generator=generator)
             model.transformer.wte.weight.copy_(model.transformer.wte.weight[order])
+    if variant == "swapped-tokenizer":
+        tokenizer = swapped_tokenizer(tokenizer, seed + 3)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

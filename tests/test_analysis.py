@@ -363,3 +363,62 @@ def test_a_breach_with_suggestive_evidence_holds_the_step(
     outcome = judge(Measurement(stable, canary, drift(sample) if sample else None), CRITERIA)
     assert outcome.verdict == verdict, outcome.message
     assert words in outcome.message
+
+
+def answers(requests: int, **issues: int) -> TrackSample:
+    """A track of `requests` generated choices, `issues` of them with each kind of content issue."""
+    base = track(requests)
+    content = {"all": float(requests)} | {kind: float(n) for kind, n in issues.items()}
+    return TrackSample(base.requests, base.errors, base.buckets, base.scraped, content=content)
+
+
+CONTENT_CASES = [
+    ("the same as stable", answers(2000, truncated=1500), answers(400, truncated=300), Verdict.PASS, "no significant"),
+    ("all empty", answers(2000, truncated=1500), answers(400, empty=400), Verdict.FAIL, "empty answers: canary 100"),
+    # empty answers are found even though stable's answers are mostly cut: each kind is its own test
+    ("some empty", answers(2000, truncated=1800), answers(400, truncated=300, empty=60), Verdict.FAIL, "empty"),
+    ("garbled", answers(2000, undecodable=20), answers(400, undecodable=100), Verdict.FAIL, "undecodable"),
+    ("broken JSON", answers(2000), answers(400, invalid_json=80), Verdict.FAIL, "invalid_json"),
+    ("a little more, within the margin", answers(2000, empty=40), answers(400, empty=16), Verdict.PASS, "no signif"),
+    ("few choices yet", answers(2000), answers(30, empty=1), Verdict.INCONCLUSIVE, "generated choices per track"),
+    ("stable worse", answers(2000, empty=400), answers(400), Verdict.PASS, "no significant"),
+]
+
+
+@pytest.mark.parametrize(
+    ("stable", "canary", "verdict", "words"), [c[1:] for c in CONTENT_CASES], ids=[c[0] for c in CONTENT_CASES]
+)
+def test_content_verdicts(stable: TrackSample, canary: TrackSample, verdict: Verdict, words: str) -> None:
+    outcome = judge(Measurement(stable, canary, None, with_content=True), CRITERIA)
+    content = next(m for m in outcome.metrics if m.name == "contentIssues")
+    assert content.verdict == verdict, content.reason
+    assert words in content.reason
+
+
+def test_content_is_its_own_sli_with_its_share_of_alpha() -> None:
+    outcome = judge(Measurement(answers(1000), answers(300), drift([0.01] * 30), with_content=True), CRITERIA)
+    assert [m.name for m in outcome.metrics] == ["requests", "errorRate", "p99LatencySeconds", "drift", "contentIssues"]
+    assert [m.alpha for m in outcome.metrics[1:]] == pytest.approx([0.01 / 4] * 4)
+    assert outcome.verdict == Verdict.PASS
+    assert "contentIssues" in outcome.evidence
+
+
+def test_a_runtime_without_the_choices_counter_is_not_held_for_ever() -> None:
+    stable, canary = (
+        TrackSample(s.requests, s.errors, s.buckets, s.scraped, content={}) for s in (track(2000), track(400))
+    )
+    content = next(
+        m
+        for m in judge(Measurement(stable, canary, None, with_content=True), CRITERIA).metrics
+        if m.name == "contentIssues"
+    )
+    assert content.verdict == Verdict.PASS
+    assert content.reason.startswith("not measured")
+
+
+def test_promql_counts_choices_by_outcome_for_user_generations() -> None:
+    query = promql.choices("ns", "chat", ["a1", "b2"], 60)
+    assert query == (
+        'sum by (namespace, model_deployment, revision, outcome) (increase(modelship_choices_total{namespace="ns",'
+        'model_deployment="chat",revision=~"a1|b2",endpoint=~"completions|chat_completions",source="user"}[60s]))'
+    )

@@ -144,9 +144,9 @@ def test_an_adapter_failure_fails_every_look_of_the_batch_with_it() -> None:
 # ---- the union query, evaluated by Prometheus' engine ------------------------------------------------
 
 LOOKS = [
-    Look("team-a", "chat", "s1", "c1", 60, with_drift=True),
+    Look("team-a", "chat", "s1", "c1", 60, with_drift=True, with_content=True),
     Look("team-a", "embed", "s1", "c2", 120, with_drift=False),  # the same stable revision name, another model
-    Look("team-b", "chat", "s3", "c3", 90, with_drift=True),  # the same model name, another namespace
+    Look("team-b", "chat", "s3", "c3", 90, with_drift=True, with_content=True),  # the same model name, elsewhere
 ]
 
 
@@ -173,6 +173,13 @@ def _input_series() -> list[dict[str, str]]:
         for bound, share in (("0.05", 1), ("+Inf", 2)):
             series.append(_series("modelship_output_divergence_bucket", {**identity, "le": bound}, f"0+{share}x80"))
         series.append(_series("modelship_output_divergence_sum", identity, "0+0.03x80"))
+        for outcome, rate in (("all", step + 1), ("empty", 1)):
+            labels = {**identity, "endpoint": "chat_completions", "source": "user", "outcome": outcome}
+            series.append(_series("modelship_choices_total", labels, f"0+{rate}x80"))
+        mirrored = {**identity, "endpoint": "completions", "source": "mirror", "outcome": "truncated"}
+        series.append(_series("modelship_choices_total", mirrored, "0+5x80"))
+        embedded = {**identity, "endpoint": "embeddings", "source": "user", "outcome": "all"}  # never counted
+        series.append(_series("modelship_choices_total", embedded, "0+5x80"))
     return series
 
 
@@ -183,23 +190,30 @@ def _queries(look: Look) -> dict[str, str]:
     return queries
 
 
+EXTRA_KEY = {"p99LatencySeconds": ["le"], "drift": ["le"], "contentIssues": ["outcome"]}
+
+
 def test_the_union_answers_each_look_exactly_as_its_own_query(tmp_path: Path) -> None:
     """For every SLI: the batched query minus each look's own query, matched on the identity labels, is
     zero for exactly the look's series; and the batch holds no series beyond the looks'."""
     tests = []
-    for sli in ("scraped", "requests", "errorRate", "p99LatencySeconds", "drift", "driftSum"):
+    for sli in ("scraped", "requests", "errorRate", "p99LatencySeconds", "drift", "driftSum", "contentIssues"):
         parts = [(look, _queries(look)[sli]) for look in LOOKS if sli in _queries(look)]
         union = promql.union([query for _, query in parts])
-        keys = [*IDENTITY_LABELS, "le"] if sli in ("p99LatencySeconds", "drift") else list(IDENTITY_LABELS)
+        keys = [*IDENTITY_LABELS, *EXTRA_KEY[sli]] if sli in EXTRA_KEY else list(IDENTITY_LABELS)
         expected_total = 0
         for look, own in parts:
             revisions = [look.canary] if sli in ("drift", "driftSum") else [look.stable, look.canary]
-            bounds = {"p99LatencySeconds": ["0.5", "1", "+Inf"], "drift": ["0.05", "+Inf"]}.get(sli, [None])
+            bounds = {
+                "p99LatencySeconds": ["0.5", "1", "+Inf"],
+                "drift": ["0.05", "+Inf"],
+                "contentIssues": ["all", "empty"],
+            }.get(sli, [None])
             samples = []
             for revision in revisions:
                 for bound in bounds:
                     labels = f'namespace="{look.namespace}",model_deployment="{look.name}",revision="{revision}"'
-                    labels += f',le="{bound}"' if bound else ""
+                    labels += f',{EXTRA_KEY[sli][0]}="{bound}"' if bound else ""
                     samples.append({"labels": "{" + labels + "}", "value": 0})
             expected_total += len(samples)
             on = ", ".join(keys)
@@ -238,6 +252,12 @@ class CannedPrometheus(PrometheusSource):
             scraped = [("team-a", "chat", "s1"), ("team-a", "chat", "c1"), ("team-a", "embed", "s1")]
             scraped += [("team-a", "embed", "c2"), ("team-b", "chat", "s3")]
             return [series(*identity, 1) for identity in scraped]
+        if "choices_total" in query:
+            return [
+                series("team-a", "chat", "s1", 90, outcome="all"),
+                series("team-a", "chat", "s1", 10, outcome="empty"),
+                series("team-a", "chat", "c1", 40, outcome="all"),
+            ]
         if "_sum" in query:
             return [series("team-a", "chat", "c1", 0.6)]
         if "output_divergence_bucket" in query:
@@ -256,11 +276,18 @@ class CannedPrometheus(PrometheusSource):
 def test_the_answer_is_split_back_by_namespace_model_and_revision() -> None:
     source = CannedPrometheus()
     chat, embed, other = source.measure_many(LOOKS)
-    assert len(source.asked) == 6  # one query per SLI for the three looks
+    assert len(source.asked) == 7  # one query per SLI for the three looks
     assert (chat.stable.requests, chat.canary.requests, chat.stable.errors, chat.canary.errors) == (100, 50, 0, 2)
     assert chat.drift is not None
     assert chat.drift.comparisons == 20
     assert chat.drift.mean == pytest.approx(0.03)
+    assert chat.with_content
+    assert chat.stable.content == {"all": 90, "empty": 10}
+    assert chat.canary.content == {"all": 40}
+    assert other.stable.content == {}  # scraped, no choice yet: none of any kind
+    assert other.canary.content is None  # not scraped
+    assert not embed.with_content
+    assert embed.stable.content is None
     assert embed.stable.requests == 7
     assert embed.canary.requests == 0  # scraped, no request yet: zero, not blind
     assert embed.canary.buckets == ((1.0, 3.0), (float("inf"), 4.0))

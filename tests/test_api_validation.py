@@ -330,6 +330,72 @@ BAD_SPECS = [
         "spec",
         "shorter than",
     ),
+    (
+        "validation-without-prompts",
+        with_changes(rollout__validation={"maxDivergence": 0.2}),
+        "spec.rollout.validation",
+        "validation needs prompts or promptsFrom",
+    ),
+    (
+        "golden-prompt-and-messages",
+        with_changes(
+            rollout__validation={
+                "prompts": [{"name": "a", "prompt": "x", "messages": [{"role": "user", "content": "y"}]}]
+            }
+        ),
+        "spec.rollout.validation.prompts[0]",
+        "exactly one of prompt or messages",
+    ),
+    (
+        "golden-prompt-bad-name",
+        with_changes(rollout__validation={"prompts": [{"name": "Not A Name", "prompt": "x"}]}),
+        "spec.rollout.validation.prompts[0].name",
+        "String should match",
+    ),
+    (
+        "golden-max-tokens-huge",
+        with_changes(rollout__validation={"prompts": [{"name": "a", "prompt": "x", "maxTokens": 5000}]}),
+        "spec.rollout.validation.prompts[0].maxTokens",
+        "less than or equal to 256",
+    ),
+    (
+        "golden-expectation-empty",
+        with_changes(rollout__validation={"prompts": [{"name": "a", "prompt": "x", "expect": {}}]}),
+        "spec.rollout.validation.prompts[0].expect",
+        "needs contains, regex, validJson or jsonSchema",
+    ),
+    (
+        "golden-regex-broken",
+        with_changes(rollout__validation={"prompts": [{"name": "a", "prompt": "x", "expect": {"regex": "(unclosed"}}]}),
+        "spec.rollout.validation.prompts[0].expect.regex",
+        "does not compile",
+    ),
+    (
+        "golden-json-schema-broken",
+        with_changes(
+            rollout__validation={"prompts": [{"name": "a", "prompt": "x", "expect": {"jsonSchema": {"type": 5}}}]}
+        ),
+        "spec.rollout.validation.prompts[0].expect.jsonSchema",
+        "is not a valid JSON Schema",
+    ),
+    (
+        "validation-timeout-garbage",
+        with_changes(rollout__validation={"promptsFrom": {"name": "golden"}, "timeout": "soon"}),
+        "spec.rollout.validation.timeout",
+        "timeout must be a duration",
+    ),
+    (
+        "validation-divergence-over-one",
+        with_changes(rollout__validation={"promptsFrom": {"name": "golden"}, "maxDivergence": 2}),
+        "spec.rollout.validation.maxDivergence",
+        "less than or equal to 1",
+    ),
+    (
+        "validation-with-api-key",
+        with_changes(rollout__validation={"promptsFrom": {"name": "golden"}}, runtime__apiKeySecret={"name": "key"}),
+        "spec",
+        "cannot be used with runtime.apiKeySecret",
+    ),
 ]
 
 

@@ -233,6 +233,39 @@ def test_dashboard_is_valid_json() -> None:
     assert any("modelship_operator_canary_weight" in t["expr"] for p in panels for t in p["targets"])
 
 
+def test_the_content_panel_shows_each_kinds_share_of_a_revisions_answers(tmp_path: Path) -> None:
+    """Evaluated by Prometheus' own engine on the runtime's series: 30 of 100 user answers cut, 10 empty;
+    the router's mirror probes are not plotted, nor the count of all answers."""
+    dashboard = next(d for d in render(*ALL_OPTIONS) if d["kind"] == "ConfigMap")
+    panels = json.loads(dashboard["data"]["modelship.json"])["panels"]
+    expr = next(p for p in panels if "content issues" in p["title"])["targets"][0]["expr"]
+    expr = expr.replace("$namespace", "ns").replace("$model_deployment", "chat")
+    identity = 'namespace="ns",model_deployment="chat",revision="r1"'
+    series = [
+        {"series": f'modelship_choices_total{{{identity},endpoint="{endpoint}",source="{source}",outcome="{o}"}}',
+         "values": f"0+{per_step}x80"}
+        for endpoint, source, o, per_step in (
+            ("completions", "user", "all", 70),
+            ("chat_completions", "user", "all", 30),
+            ("completions", "user", "truncated", 30),
+            ("chat_completions", "user", "empty", 10),
+            ("completions", "mirror", "empty", 500),
+        )
+    ]  # fmt: skip
+    shares = (("truncated", 0.3), ("empty", 0.1))
+    samples = [{"labels": f'{{revision="r1",outcome="{o}"}}', "value": v} for o, v in shares]
+    test = {"expr": expr, "eval_time": "10m", "exp_samples": samples}
+    path = tmp_path / "panel_test.yaml"
+    path.write_text(
+        yaml.safe_dump({"tests": [{"interval": "15s", "input_series": series, "promql_expr_test": [test]}]})
+    )
+    promtool = tools.PROMETHEUS.binary("promtool")
+    result = subprocess.run(
+        [str(promtool), "test", "rules", str(path)], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
 def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
     rule = next(d for d in render(*ALL_OPTIONS) if d["kind"] == "PrometheusRule")
     path = tmp_path / "rules.yaml"

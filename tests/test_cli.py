@@ -54,6 +54,26 @@ def test_detail_shows_the_slis_and_conditions() -> None:
     assert "modelship retry chat" in rolled
 
 
+def test_detail_shows_the_validation_and_its_worst_prompts() -> None:
+    status = scenario("validation-failed")[1]
+    status["validation"]["worstPrompts"] = [
+        {
+            "name": "long-document",
+            "divergence": 0.41,
+            "exactMatch": False,
+            "canaryAnswer": "x " * 50,
+            "stableAnswer": "ok",
+        }
+    ]
+    text = detail(item("chat", status), NOW)
+    assert "Validation of c1 against s1" in text
+    assert "CHECK" in text
+    assert "divergence" in text
+    line = next(line for line in text.splitlines() if "long-document" in line)
+    assert line.split()[:3] == ["long-document", "0.41", "no"]
+    assert "…" in line  # a long answer is clipped
+
+
 def test_history_newest_first() -> None:
     text = history_table(item("chat", scenario("rolled-back")[1]), NOW)
     rows = text.splitlines()

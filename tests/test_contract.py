@@ -12,7 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model_operator import manifests, promql
 from model_operator.api import parse_spec
-from model_runtime.contract import MIRROR_HEADER, SOURCE_MIRROR, SOURCE_USER, RoutingConfig, model_pods_label_selector
+from model_runtime.contract import (
+    MIRROR_HEADER,
+    SOURCE_MIRROR,
+    SOURCE_USER,
+    VALIDATION_HEADER,
+    RoutingConfig,
+    model_pods_label_selector,
+)
 from model_runtime.metrics import RuntimeMetrics
 from model_runtime.router.config import parse_routing
 from model_runtime.router.discovery import ready_endpoints
@@ -99,7 +106,11 @@ def test_the_analysis_counts_user_traffic_only() -> None:
     assert not any(_matches(labels, matchers) for labels in series)
 
 
-def test_clients_cannot_pass_their_requests_off_as_mirror_probes() -> None:
-    headers: list[tuple[bytes, bytes]] = [(MIRROR_HEADER.encode(), b"1"), (b"x-user", b"a")]
+def test_clients_cannot_pass_their_requests_off_as_mirror_probes_or_golden_prompts() -> None:
+    headers: list[tuple[bytes, bytes]] = [
+        (MIRROR_HEADER.encode(), b"1"),
+        (b"x-user", b"a"),
+        (VALIDATION_HEADER.upper().encode(), b"1"),
+    ]
     forwarded: Any = Request("POST", "/v1/completions", headers).forward_headers()
     assert forwarded == [(b"x-user", b"a")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from model_operator.api import crd as crdgen
+from model_operator.api import parse_spec
 from tests.test_api_validation import BAD_SPECS, with_changes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +101,11 @@ OPENAPI_CATCHES = [
         "steps-falling",
         "steps-repeated",
         "gateway-mode-without-gateway",
+        "validation-without-prompts",
+        "golden-prompt-and-messages",
+        "golden-expectation-empty",
+        "validation-with-api-key",
+        "validation-timeout-garbage",
         "interval-under-a-second",
         "interval-zero",
         "no-data-timeout-zero",
@@ -121,6 +128,8 @@ OPENAPI_CATCHES = [
         # Judged by the operator (condition InvalidSpec), not by the API server.
         "env-owned-by-the-operator",
         "no-data-timeout-shorter-than-interval",
+        "golden-regex-broken",
+        "golden-json-schema-broken",
     }
 ]
 
@@ -152,3 +161,29 @@ def test_field_reference_is_current() -> None:
     text = reference.render()
     assert "| `spec.rollout.steps[].weight` |" in text
     assert "steps' weights must be strictly rising" in text
+
+
+def _defaulted(node: dict[str, Any], value: Any) -> Any:
+    """What the API server stores for `value` under this schema: absent fields with a default get it, in
+    objects at every depth (as structural defaulting does)."""
+    if not isinstance(value, dict) or node.get("type") != "object":
+        return value
+    out = dict(value)
+    for name, child in node.get("properties", {}).items():
+        if name not in out and "default" in child:
+            out[name] = copy.deepcopy(child["default"])
+        if name in out:
+            out[name] = _defaulted(child, out[name])
+    return out
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [with_changes(), with_changes(rollout__validation={"prompts": [{"name": "a", "prompt": "x"}]})],
+    ids=["minimal", "with-validation"],
+)
+def test_what_the_api_server_defaults_the_models_accept_and_read_alike(spec: dict[str, Any]) -> None:
+    """A default of {} on a section with rules of its own (rollout.validation needs prompts) would make the
+    API server refuse every spec, or turn a feature on that nobody asked for."""
+    stored = _defaulted(_schema()["properties"]["spec"], spec)
+    assert parse_spec(stored) == parse_spec(spec)

@@ -1,10 +1,12 @@
 """The model Deployments as the watch shows them: what a Deployment says of its revision, how a listing
-merges with events that raced it, and that a reconcile loop reads its revisions from the view (listing
-Deployments and revision records once, not on every reconcile)."""
+merges with events that raced it, that a reconcile loop reads its revisions from the view (listing
+Deployments and revision records once, not on every reconcile), and how it applies what it wants: a
+revision's objects at once, its routing after them."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from model_operator.deployments import DeploymentView, ModelPods, model_pods
-from model_operator.kube import Kube
+from model_operator.kube import ApplyError, Kube
 from model_operator.naming import COMPONENT_MODEL, COMPONENT_ROUTER, LABEL_COMPONENT, LABEL_REVISION
 from model_operator.reconciler import Operator
 from model_operator.settings import OperatorSettings
@@ -98,7 +100,7 @@ class CountingKube(Kube):
         self.calls["list deployments"] += 1
         return {}
 
-    def _pod_failures(self, namespace: str, name: str, revision: str) -> tuple[str, ...]:
+    def pod_failures(self, namespace: str, name: str, revision: str) -> tuple[str, ...]:
         self.calls["list pods"] += 1
         return ()
 
@@ -141,7 +143,7 @@ def test_a_loop_reads_its_revisions_from_the_view_and_lists_only_once() -> None:
     kube = CountingKube(body)
 
     async def scenario() -> None:
-        operator = Operator(OperatorSettings(resync_seconds=0.02), kube)
+        operator = Operator(OperatorSettings(resync_seconds=0.02, pod_check_seconds=0.5), kube)
         operator.observe("ADDED", body)
         await _wait_for(lambda: len(kube.statuses) >= 1)
         revision = kube.statuses[-1]["stableRevision"]
@@ -160,7 +162,8 @@ def test_a_loop_reads_its_revisions_from_the_view_and_lists_only_once() -> None:
     assert kube.calls["list records"] == 1
     assert kube.calls["apply ControllerRevision"] == 1
     assert kube.calls["list owned"] == 1  # the wanted children only grew: nothing to prune
-    assert kube.calls["list pods"] >= 1  # while it was short of ready pods, and only then
+    # while it was short of ready pods (1.2 s, listed 0.5 s after it fell short and every 0.5 s), and only then
+    assert 1 <= kube.calls["list pods"] <= 3
 
 
 A, B = ("apps/v1", "Deployment", "chat-a"), ("apps/v1", "Deployment", "chat-b")
@@ -215,3 +218,68 @@ def test_prune_lists_only_when_something_may_be_unwanted(
     asyncio.run(operator._prune(loop, "ns", "chat", "u1", set(wanted), set(), []))  # type: ignore[arg-type]
     assert (kube.calls["list owned"] == 1) is lists
     assert kube.removed == deleted
+
+
+class TimingKube(CountingKube):
+    """Every apply takes a while; each one's start and end are recorded, and one kind can be made to fail."""
+
+    def __init__(self, body: dict[str, Any], failing_kind: str | None = None) -> None:
+        super().__init__(body)
+        self.failing_kind = failing_kind
+        self.spans: list[tuple[str, float, float]] = []
+        self._lock = threading.Lock()
+
+    def apply(self, obj: dict[str, Any], namespace: str) -> int:
+        started = time.monotonic()
+        time.sleep(0.1)
+        with self._lock:
+            self.spans.append((f"{obj['kind']}/{obj['metadata']['name']}", started, time.monotonic()))
+        if obj["kind"] == self.failing_kind:
+            raise ApplyError(f"cannot apply {obj['kind']} {obj['metadata']['name']}: 500 Internal Server Error")
+        return 1
+
+
+def _first_status(kube: TimingKube, body: dict[str, Any]) -> dict[str, Any]:
+    async def scenario() -> None:
+        operator = Operator(OperatorSettings(), kube)
+        operator.observe("ADDED", body)
+        await _wait_for(lambda: len(kube.statuses) >= 1)
+        await operator.stop()
+
+    asyncio.run(scenario())
+    return kube.statuses[0]
+
+
+ROUTER_MODE_BODY = {
+    "apiVersion": "modelship.io/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"namespace": "ns", "name": "chat", "uid": "u1", "generation": 1, "resourceVersion": "1"},
+    "spec": with_changes(traffic__mode="router"),
+}
+
+
+def test_a_revisions_objects_are_applied_at_once_and_its_routing_after_them() -> None:
+    kube = TimingKube(ROUTER_MODE_BODY)
+    revision = _first_status(kube, ROUTER_MODE_BODY)["stableRevision"]
+    backends = [s for s in kube.spans if s[0].endswith(f"/chat-{revision}")]
+    routing = [s for s in kube.spans if s not in backends]
+    assert sorted(s[0].split("/")[0] for s in backends) == ["ControllerRevision", "Deployment", "Service"]
+    assert {s[0] for s in routing} >= {"ConfigMap/chat-routing", "Deployment/chat-router", "Service/chat"}
+    # the record, the Deployment and the Service overlap: one round trip, not three in a row
+    assert max(start for _, start, _ in backends) < min(end for _, _, end in backends)
+    # and nothing routes to the revision before all three are applied
+    assert min(start for _, start, _ in routing) >= max(end for _, _, end in backends)
+
+
+def test_a_failed_backend_leaves_the_routing_unapplied_and_says_why() -> None:
+    kube = TimingKube(ROUTER_MODE_BODY, failing_kind="Service")
+    status = _first_status(kube, ROUTER_MODE_BODY)
+    revision = status["stableRevision"]
+    # the record and the Deployment still landed beside the failed Service; no routing was applied
+    assert sorted(s[0] for s in kube.spans) == [
+        f"{kind}/chat-{revision}" for kind in ("ControllerRevision", "Deployment", "Service")
+    ]
+    assert "cannot apply Service" in status["message"]
+    failed = [c for c in status["conditions"] if c["reason"] == "ApplyFailed"]
+    assert failed
+    assert "cannot apply Service" in failed[0]["message"]

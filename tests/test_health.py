@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from model_operator.api import ModelDeploymentStatus
-from tests.test_rollout import BLIND, FAIL, HEALTHY, PASS, T0, Step, run
+from model_operator.api import ModelDeploymentStatus, Verdict
+from tests.test_rollout import BLIND, BOTH, FAIL, HEALTHY, PASS, T0, Step, gate, gated, run
 
 LUA = (Path(__file__).resolve().parents[1] / "docs" / "argocd-health.lua").read_text()
 
@@ -59,6 +59,13 @@ def scenario(name: str) -> tuple[int, dict[str, Any]]:
         "paused-by-user": run([Step(20, "c1", {"s1": 2, "c1": 2}, action="pause")], canary)[-1].status,
         "blind": run([Step(20, "c1", {"s1": 2, "c1": 2}, BLIND)], canary)[-1].status,
         "rolled-back": run([Step(20, "c1", {"s1": 2, "c1": 2}, FAIL)], canary)[-1].status,
+        "validating": gated(Step(10, "c1", {"s1": 2}), Step(15, "c1", BOTH))[-1].status,
+        "validation-blocked": gated(
+            Step(10, "c1", {"s1": 2}), Step(15, "c1", BOTH), Step(20, "c1", BOTH, validation=gate(Verdict.ERROR))
+        )[-1].status,
+        "validation-failed": gated(
+            Step(10, "c1", {"s1": 2}), Step(15, "c1", BOTH), Step(20, "c1", BOTH, validation=gate(Verdict.FAIL))
+        )[-1].status,
     }
     status = statuses[name]
     return int(status.observed_generation or 0), status.to_api()
@@ -75,6 +82,9 @@ def scenario(name: str) -> tuple[int, dict[str, Any]]:
         ("paused-by-user", "InProgress", "Suspended"),
         ("blind", "InProgress", "Suspended"),
         ("rolled-back", "Failed", "Degraded"),
+        ("validating", "InProgress", "Progressing"),
+        ("validation-blocked", "Failed", "Degraded"),  # a person must fix the golden set or stable
+        ("validation-failed", "Failed", "Degraded"),
     ],
 )
 def test_health_in_every_phase(name: str, kstatus_result: str, argocd_result: str) -> None:

@@ -3,6 +3,7 @@ the handler observed, and what the decision must say."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +12,17 @@ import pytest
 
 from model_operator.analysis import Outcome
 from model_operator.api import ModelDeploymentStatus, Phase, Verdict, parse_spec
-from model_operator.api.status import MetricResult
-from model_operator.rollout import MIN_REQUEUE_SECONDS, Decision, Observation, RevisionState, analysis_due, decide
+from model_operator.api.status import Fingerprints, MetricResult
+from model_operator.golden import ValidationOutcome
+from model_operator.rollout import (
+    MIN_REQUEUE_SECONDS,
+    Decision,
+    Observation,
+    RevisionState,
+    analysis_due,
+    decide,
+    validation_due,
+)
 from tests.test_api_validation import with_changes
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -58,6 +68,7 @@ class Step:
     analysis: Outcome | None = None
     action: str | None = None
     spec: dict[str, Any] | None = None
+    validation: ValidationOutcome | None = None
 
 
 def run(steps: list[Step], status: ModelDeploymentStatus | None = None) -> list[Decision]:
@@ -74,6 +85,7 @@ def run(steps: list[Step], status: ModelDeploymentStatus | None = None) -> list[
             revisions={rev: RevisionState(replicas=2, ready=ready) for rev, ready in step.ready.items()},
             analysis=step.analysis,
             now=T0 + timedelta(seconds=step.at),
+            validation=step.validation,
         )
         decision = decide(status, observation)
         decisions.append(decision)
@@ -533,3 +545,123 @@ def test_only_what_users_change_wakes_a_loop_at_once() -> None:
         {"deletionTimestamp": "2026-01-01T00:00:00Z"},
     ):
         assert _user_intent({**body, "metadata": {**body["metadata"], **change}}) != _user_intent(body), change
+
+
+# ---- the golden-prompt gate (rollout.validation) ---------------------------------------------------
+GATED = with_changes(
+    runtime__replicas=2,
+    rollout__steps=STEPS,
+    rollout__analysis={"interval": "10s", "minRequests": 100, "noDataTimeout": "60s"},
+    rollout__progressDeadlineSeconds=120,
+    rollout__validation={"prompts": [{"name": "greeting", "prompt": "hello"}]},
+)
+BOTH = {"s1": 2, "c1": 2}
+SAME = Fingerprints(tokenizer="aaaa", config="cccc")
+OTHER = Fingerprints(tokenizer="bbbb", config="cccc")
+
+
+def gate(verdict: Verdict, message: str = "", canary: Fingerprints = SAME, revision: str = "c1") -> ValidationOutcome:
+    metric = MetricResult(name="divergence", canary=0.4, verdict=verdict, reason=message, threshold=0.1)
+    return ValidationOutcome(
+        revision, "s1", verdict, message or verdict.value, (metric,), fingerprints={"s1": SAME, revision: canary}
+    )
+
+
+def gated(*steps: Step) -> list[Decision]:
+    return run([dataclasses.replace(step, spec=GATED) for step in steps], HEALTHY)
+
+
+def test_a_ready_canary_is_validated_at_weight_0_before_its_first_step() -> None:
+    created, validating, still, passed = gated(
+        Step(10, "c1", {"s1": 2}),
+        Step(15, "c1", BOTH),
+        Step(16, "c1", BOTH),  # the golden set is still going out
+        Step(20, "c1", BOTH, validation=gate(Verdict.PASS, "passed 4 checks")),
+    )
+    spec = parse_spec(GATED)
+    assert not validation_due(created.status, spec, T0 + timedelta(seconds=15))  # not Ready yet
+    assert (validating.status.phase, validating.weight, validating.status.current_step) == (Phase.VALIDATING, 0, None)
+    assert condition(validating, "Validated") == ("Unknown", "Validating")
+    assert condition(validating, "Reconciling") == ("True", "Validating")
+    assert condition(validating, "Stalled")[0] == "False"
+    assert validation_due(validating.status, spec, T0 + timedelta(seconds=16))
+    assert still.weight == 0
+    assert "validating canary c1 against stable s1" in still.status.message
+    assert (passed.weight, passed.status.current_step) == (10, 0)
+    assert "ValidationPassed" in reasons(passed)
+    assert condition(passed, "Validated") == ("True", "ValidationPassed")
+    assert condition(passed, "TokenizerChanged") == ("False", "SameTokenizer")
+    assert passed.status.fingerprints == {"s1": SAME, "c1": SAME}
+    assert not validation_due(passed.status, spec, T0 + timedelta(seconds=30))
+
+
+def test_a_canary_failing_validation_is_rolled_back_without_ever_getting_weight() -> None:
+    decisions = gated(
+        Step(10, "c1", {"s1": 2}),
+        Step(15, "c1", BOTH),
+        Step(20, "c1", BOTH, validation=gate(Verdict.FAIL, "divergence: worst prompt greeting diverges 0.400")),
+        Step(25, "c1", BOTH),
+    )
+    assert max(d.weight for d in decisions) == 0
+    failed, after = decisions[2:]
+    assert failed.rollout_result == "rolled_back"
+    assert "RolledBack" in reasons(failed)
+    assert after.status.phase == Phase.DEGRADED
+    assert condition(after, "Validated") == ("False", "ValidationFailed")
+    last = after.status.history[-1]
+    assert (last.revision, last.result.value) == ("c1", "RolledBack")
+    assert last.reason.startswith("validation failed: divergence")
+    assert [m.name for m in last.analysis] == ["divergence"]
+    assert after.status.validation is not None
+    assert after.status.validation.verdict == Verdict.FAIL
+
+
+def test_a_validation_that_cannot_run_holds_the_canary_and_says_why() -> None:
+    blocked = gate(Verdict.ERROR, "ConfigMap default/golden not found")
+    decisions = gated(
+        Step(10, "c1", {"s1": 2}),
+        Step(15, "c1", BOTH),
+        Step(20, "c1", BOTH, validation=blocked),
+        Step(36, "c1", BOTH, validation=blocked),  # retried: the same failure, no second event
+        Step(200, "c1", BOTH),  # far past the progress deadline: still held, never rolled back
+        Step(210, "c1", BOTH, validation=gate(Verdict.PASS)),
+    )
+    first, again, later, passed = decisions[2:]
+    spec = parse_spec(GATED)
+    for held in (first, again, later):
+        assert (held.status.phase, held.weight, held.canary) == (Phase.VALIDATING, 0, "c1")
+        assert condition(held, "Stalled") == ("True", "ValidationBlocked")
+        assert condition(held, "Validated") == ("Unknown", "ValidationBlocked")
+        assert "ConfigMap default/golden not found" in held.status.message
+        assert held.rollout_result is None
+    assert reasons(first).count("ValidationBlocked") == 1
+    assert "ValidationBlocked" not in reasons(again)
+    assert not validation_due(first.status, spec, T0 + timedelta(seconds=30))  # retried after 15 s
+    assert validation_due(first.status, spec, T0 + timedelta(seconds=36))
+    assert (passed.weight, passed.status.phase) == (10, Phase.PROGRESSING)
+
+
+def test_a_tokenizer_change_is_flagged_and_passes_only_when_validation_passes_it() -> None:
+    *_, changed = gated(
+        Step(10, "c1", {"s1": 2}),
+        Step(15, "c1", BOTH),
+        Step(20, "c1", BOTH, validation=gate(Verdict.PASS, canary=OTHER)),
+    )
+    assert "TokenizerChanged" in reasons(changed)
+    assert condition(changed, "TokenizerChanged") == ("True", "TokenizerChanged")
+    assert changed.weight == 10
+
+
+def test_a_verdict_about_another_canary_is_not_taken() -> None:
+    *_, stale = gated(
+        Step(10, "c1", {"s1": 2}),
+        Step(15, "c1", BOTH),
+        Step(20, "c1", BOTH, validation=gate(Verdict.PASS, revision="c0")),
+    )
+    assert (stale.status.phase, stale.weight) == (Phase.VALIDATING, 0)
+
+
+def test_without_validation_a_ready_canary_goes_straight_to_its_first_step() -> None:
+    _created, step1 = run([Step(10, "c1", {"s1": 2}), Step(15, "c1", BOTH)], HEALTHY)
+    assert step1.weight == 10
+    assert condition(step1, "Validated") == ("Unknown", "NotRequired")

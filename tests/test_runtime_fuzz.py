@@ -27,6 +27,7 @@ GOOD: dict[str, dict[str, Any]] = {
     "/v1/completions": {"model": "model", "prompt": "hello", "max_tokens": 2},
     "/v1/chat/completions": {"model": "model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
     "/v1/embeddings": {"model": "model", "input": "hi"},
+    "/tokenize": {"model": "model", "prompt": "hi"},
 }
 
 

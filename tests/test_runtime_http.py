@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from model_runtime.contract import CONTENT_ISSUES, MIRROR_HEADER, OUTCOME_ALL
 from tests.metrics_helpers import sample
 from tests.runtime_helpers import running_app
 
@@ -108,6 +109,16 @@ BAD_REQUESTS = [
     ("chat-all-empty", "/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": ""}]}, 400, "empty"),
     ("embeddings-on-generator", "/v1/embeddings", {"model": "model", "input": "x"}, 400, "does not serve"),
     ("unknown-endpoint", "/v1/edits", {}, 404, "no such endpoint"),
+    (
+        "tokenize-both",
+        "/tokenize",
+        {"prompt": "x", "messages": CHAT["messages"]},
+        400,
+        "exactly one of prompt or messages",
+    ),
+    ("tokenize-neither", "/tokenize", {"model": "model"}, 400, "exactly one of prompt or messages"),
+    ("tokenize-other-model", "/tokenize", {"model": "gpt-4", "prompt": "x"}, 404, "not served here"),
+    ("tokenize-bad-role", "/tokenize", {"messages": [{"role": "robot", "content": "x"}]}, 400, "role"),
 ]
 
 
@@ -229,6 +240,7 @@ async def test_api_key(tiny_loaded: Any) -> None:
         assert lower.status == 200  # the scheme is case-insensitive (RFC 7235)
         assert (await client.get("/v1/models")).status == 401  # every /v1 route, as vLLM
         assert (await client.get("/v1/models", headers={"Authorization": "Bearer sekret"})).status == 200
+        assert (await client.post("/tokenize", json={"prompt": "hi"})).status == 401
         assert (await client.get("/health/ready")).status == 200  # probes need no key
 
 
@@ -456,3 +468,67 @@ async def test_n_choices_stream_interleaved_with_one_usage_chunk(tiny_loaded: An
         whole = await _complete(client, n=2, prompt=["hello world", "other words"])
         assert streamed == {c["index"]: c["text"] for c in whole["choices"]}
         assert chunks[-1]["usage"] == whole["usage"]
+
+
+async def test_each_choice_is_counted_by_its_content_and_source(tiny_loaded: Any) -> None:
+    """The content SLI's counter: every choice once as "all", streamed or not, chat or completion, and once
+    per kind of issue it has (the tiny random model's answers are all cut by max_tokens); the router's mirror
+    probes in their own series."""
+    async with running_app(tiny_loaded) as (client, _):
+        await client.post("/v1/completions", json={**GOOD, "n": 2})  # 6 tokens: cut by max_tokens
+        await client.post("/v1/completions", json={**GOOD, "stream": True})
+        await client.post("/v1/chat/completions", json=CHAT)
+        await client.post("/v1/completions", json=GOOD, headers={MIRROR_HEADER: "1"})
+        text = await (await client.get("/metrics")).text()
+
+    def choices(outcome: str, **labels: str) -> float | None:
+        return sample(text, "modelship_choices_total", outcome=outcome, **labels)
+
+    assert choices(OUTCOME_ALL, endpoint="completions", source="user") == 3.0
+    assert choices("truncated", endpoint="completions", source="user") == 3.0
+    assert choices(OUTCOME_ALL, endpoint="completions", source="mirror") == 1.0
+    assert choices(OUTCOME_ALL, endpoint="chat_completions", source="user") == 1.0
+    assert choices("empty", endpoint="completions", source="user") is None
+    # each kind at most once per choice
+    for outcome in CONTENT_ISSUES:
+        assert (choices(outcome, endpoint="completions", source="user") or 0) <= 3.0
+
+
+async def test_injected_empty_answers_are_200_and_counted_as_empty(tiny_loaded: Any) -> None:
+    async with running_app(tiny_loaded, faults_enabled=True, fault_empty_rate=1.0) as (client, _):
+        whole = await client.post("/v1/completions", json=GOOD)
+        streamed = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert whole.status == 200
+        assert streamed.status == 200
+        answer = await whole.json()
+        assert answer["choices"][0]["text"] == ""
+        assert answer["choices"][0]["finish_reason"] == "stop"
+        assert answer["usage"]["completion_tokens"] == 0
+        assert (await streamed.text()).rstrip().endswith("[DONE]")
+        text = await (await client.get("/metrics")).text()
+    for endpoint in ("completions", "chat_completions"):
+        assert sample(text, "modelship_choices_total", endpoint=endpoint, source="user", outcome="empty") == 1.0
+        assert sample(text, "modelship_choices_total", endpoint=endpoint, source="user", outcome=OUTCOME_ALL) == 1.0
+
+
+async def test_tokenize_gives_the_ids_generation_uses(tiny_loaded: Any) -> None:
+    """vLLM's /tokenize: the ids of a completion prompt, and of a chat as the chat template renders it,
+    the same ones (and as many) as the generation endpoints count in usage.prompt_tokens."""
+    async with running_app(tiny_loaded) as (client, _):
+        plain = await (await client.post("/tokenize", json={"model": "model", "prompt": GOOD["prompt"]})).json()
+        assert plain["tokens"] == list(tiny_loaded.tokenizer.encode(GOOD["prompt"]))
+        assert plain["count"] == len(plain["tokens"])
+        assert plain["max_model_len"] == tiny_loaded.max_positions
+        completed = await (await client.post("/v1/completions", json=GOOD)).json()
+        assert completed["usage"]["prompt_tokens"] == plain["count"]
+        chat = await (await client.post("/tokenize", json={"messages": CHAT["messages"]})).json()
+        chatted = await (await client.post("/v1/chat/completions", json=CHAT)).json()
+        assert chat["count"] == chatted["usage"]["prompt_tokens"]
+        rendered = tiny_loaded.tokenizer.apply_chat_template(
+            CHAT["messages"], add_generation_prompt=True, tokenize=False
+        )
+        assert chat["tokens"] == list(tiny_loaded.tokenizer.encode(rendered, add_special_tokens=False))
+        bare = await (
+            await client.post("/tokenize", json={"messages": CHAT["messages"], "add_generation_prompt": False})
+        ).json()
+        assert bare["count"] < chat["count"]

@@ -67,6 +67,10 @@ def test_settings_from_env_and_flags() -> None:
         (["--model-path", "/m", "--task", "translation"], {}, "--task"),
         (["--model-path", "/m", "--bogus"], {}, "unknown arguments: --bogus"),
         (["--model-path", "/m"], {"MODELSHIP_FAULT_ERROR_RATE": "0.5"}, "MODELSHIP_FAULTS_ENABLED=true"),
+        (["--model-path", "/m"], {"MODELSHIP_FAULT_EMPTY_RATE": "1"}, "MODELSHIP_FAULTS_ENABLED=true"),
+        (["--model-path", "/m"], {"MODELSHIP_FAULT_EMPTY_RATE": "1.5"}, "MODELSHIP_FAULT_EMPTY_RATE"),
+        (["--model-path", "/m"], {"MODELSHIP_KV_CACHE_TOKENS": "0"}, "MODELSHIP_KV_CACHE_TOKENS"),
+        (["--model-path", "/m", "--kv-cache-tokens", "lots"], {}, "--kv-cache-tokens: Input should be a valid integer"),
     ],
 )
 def test_bad_settings_are_named(argv: list[str], env: dict[str, str], words: str) -> None:

@@ -6,12 +6,14 @@ rolled back (with its 95% confidence interval), and how often and how fast bad o
 
 Traffic is synthetic and the operator's loop is simulated, not mocked: every `interval` the window since
 the step started is measured (requests, 5xx, the latency histogram with the runtime's default buckets,
-the router's divergence histogram), `judge` gives an Outcome and `decide` moves the rollout, exactly as
-the reconciler does with Prometheus' answers. Requests arrive as a Poisson process; each goes to the
-canary with the decided weight; latencies are lognormal (sigma 0.507: P99 = 3.25 x median); both tracks
-share stalls (5 s, on average every 2 minutes) that make every request 4x slower and 10x likelier to fail.
+the router's divergence histogram, the answers' content outcomes), `judge` gives an Outcome and `decide`
+moves the rollout, exactly as the reconciler does with Prometheus' answers. Requests arrive as a Poisson
+process; each goes to the canary with the decided weight; latencies are lognormal (sigma 0.507: P99 =
+3.25 x median); both tracks share stalls (5 s, on average every 2 minutes) that make every request 4x
+slower and 10x likelier to fail.
 The spec is README's example: steps 10%/2m and 50%/5m, minRequests 200, p99LatencySeconds 2.0,
-errorRate 0.01, confidence 0.99; 0.5% errors on both tracks; mirrorPercent 5.
+errorRate 0.01, confidence 0.99; 0.5% errors on both tracks; mirrorPercent 5; of the answers 30% cut by
+max_tokens, 1% empty and 0.2% undecodable on both tracks.
 
 The baseline, measured in the same run, is the method this replaced (bench/judgment/legacy.py: fixed-level
 binomial tests against stable's rate taken as exact, repeated every interval, on the old coarser buckets).
@@ -37,12 +39,25 @@ from model_operator import analysis
 from model_operator.api.spec import ModelDeploymentSpec
 from model_operator.api.status import HistoryResult, ModelDeploymentStatus, Phase
 from model_operator.rollout import Observation, RevisionState, analysis_due, decide
-from model_runtime.contract import DEFAULT_LATENCY_BUCKETS, DIVERGENCE_BUCKETS
+from model_runtime.contract import (
+    CONTENT_ISSUES,
+    DEFAULT_LATENCY_BUCKETS,
+    DIVERGENCE_BUCKETS,
+    OUTCOME_ALL,
+    OUTCOME_EMPTY,
+    OUTCOME_INVALID_JSON,
+    OUTCOME_TRUNCATED,
+    OUTCOME_UNDECODABLE,
+)
 
 SIGMA = 0.507  # lognormal shape: P99 / median = exp(2.326 sigma) = 3.25
 BASE_ERROR_RATE = 0.005
 STALL_EVERY_SECONDS, STALL_SECONDS, STALL_SLOWDOWN, STALL_ERRORS = 120.0, 5.0, 4.0, 10.0
 MIRROR_SHARE = 0.05
+# What each answered request's content is, on both tracks alike: most are cut by max_tokens, a few empty or
+# garbled (OUTCOMES order); a bad canary adds empty answers.
+OUTCOMES = ("ok", *CONTENT_ISSUES)  # the simulation draws one per choice; the runtime counts each kind
+GOOD_CONTENT = {OUTCOME_EMPTY: 0.01, OUTCOME_UNDECODABLE: 0.002, OUTCOME_INVALID_JSON: 0.0, OUTCOME_TRUNCATED: 0.3}
 GOOD_DRIFT, BAD_DRIFT, DRIFT_CONCENTRATION = 0.05, 0.2, 10.0
 LEGACY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5,
                   10.0, 15.0, 30.0, 60.0)  # fmt: skip
@@ -76,10 +91,17 @@ class Canary:
     slowdown: float = 1.0
     extra_errors: float = 0.0
     drift: float = GOOD_DRIFT
+    extra_empty: float = 0.0  # a share of answers turned empty (200s)
 
     @property
     def good(self) -> bool:
-        return self.slowdown == 1.0 and self.extra_errors == 0.0 and self.drift == GOOD_DRIFT
+        return self.slowdown == 1.0 and self.extra_errors == 0.0 and self.drift == GOOD_DRIFT and not self.extra_empty
+
+    def content_shares(self) -> np.ndarray:
+        issues = {**GOOD_CONTENT, OUTCOME_EMPTY: GOOD_CONTENT[OUTCOME_EMPTY] + self.extra_empty}
+        shares = np.array([0.0, *(issues[kind] for kind in CONTENT_ISSUES)])
+        shares[0] = 1.0 - shares.sum()
+        return shares
 
 
 GOOD = Canary("good")
@@ -89,6 +111,7 @@ BAD = (
     Canary("latency x1.3", slowdown=1.3),
     Canary("latency x2", slowdown=2.0),
     Canary("drift mean 0.2 vs 0.05", drift=BAD_DRIFT),
+    Canary("+10 points of empty answers", extra_empty=0.10),
 )
 
 
@@ -115,9 +138,19 @@ class Track:
     errors: int = 0
     total: float = 0.0  # the sum of the observed values (the histogram's _sum)
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    content: np.ndarray = field(default_factory=lambda: np.zeros(len(OUTCOMES)))  # choices by OUTCOMES
 
     def __post_init__(self) -> None:
         self.histogram = np.zeros(len(self.bounds) + 1)
+
+    def answer(self, rng: np.random.Generator, answered: int, shares: np.ndarray) -> None:
+        """The content of `answered` successful requests, one choice each."""
+        self.content += rng.multinomial(answered, shares)
+
+    def content_sample(self) -> dict[str, float]:
+        counts = {outcome: float(count) for outcome, count in zip(OUTCOMES, self.content, strict=True) if count}
+        total = counts.pop("ok", 0.0) + sum(counts.values())
+        return {OUTCOME_ALL: total, **counts} if total else {}
 
     def add(self, latencies: np.ndarray, failed: np.ndarray) -> None:
         self.requests += len(latencies)
@@ -146,13 +179,16 @@ def judge_new(
     stable: Track, canary: Track, drift: Track | None, spec: ModelDeploymentSpec, status: ModelDeploymentStatus
 ) -> analysis.Outcome:
     def sample(track: Track) -> analysis.TrackSample:
-        return analysis.TrackSample(track.requests, track.errors, track.buckets() if track.requests else None, True)
+        buckets = track.buckets() if track.requests else None
+        return analysis.TrackSample(track.requests, track.errors, buckets, True, content=track.content_sample())
 
     drift_sample = None
     if drift is not None:
         mean = drift.total / drift.requests if drift.requests else None
         drift_sample = analysis.DriftSample(drift.requests, mean, drift.buckets())
-    measurement = analysis.Measurement(sample(stable), sample(canary), drift_sample)
+    measurement = analysis.Measurement(
+        sample(stable), sample(canary), drift_sample, with_content=analysis.content_measured(spec)
+    )
     return analysis.judge(measurement, analysis.criteria_for(spec), status.carried_evidence)
 
 
@@ -232,6 +268,8 @@ def _traffic(rng: np.random.Generator, cell: Cell, canary: Canary, weight: int, 
     failed = rng.random(count) < error_rate
     stable.add(latency[~to_canary], failed[~to_canary])
     canary_track.add(latency[to_canary], failed[to_canary])
+    stable.answer(rng, int((~to_canary & ~failed).sum()), GOOD.content_shares())
+    canary_track.answer(rng, int((to_canary & ~failed).sum()), canary.content_shares())
     if drift is not None and weight > 0:
         mirrored = rng.binomial(count, MIRROR_SHARE)
         mean = canary.drift
@@ -324,7 +362,13 @@ def report(cells: list[Cell], readme_cells: list[Cell], results: dict[tuple[Cell
         print("| " + " | ".join(row) + " |")
     print("\nBad canaries at 10 req/s, interval 30s (README's spec): caught before promotion")
     print("| canary | cell | this method | median s after minRequests | baseline (old method) |\n|---|---|---|---|---|")
-    targets = {"+2 points of errors": 0.9, "latency x1.3": 0.9, "latency x2": 1.0, "drift mean 0.2 vs 0.05": 1.0}
+    targets = {
+        "+2 points of errors": 0.9,
+        "latency x1.3": 0.9,
+        "latency x2": 1.0,
+        "drift mean 0.2 vs 0.05": 1.0,
+        "+10 points of empty answers": 1.0,
+    }
     for canary in BAD:
         for cell in readme_cells:
             row = [canary.name, "cap binds" if cell.cap_binds else "cap free"]

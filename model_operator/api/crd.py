@@ -117,7 +117,10 @@ def structural(node: dict[str, Any], defs: dict[str, Any], *, in_status: bool = 
             out.pop("additionalProperties", None)
             if not in_status:
                 for name, child in out["properties"].items():
-                    if _all_optional_object(child) and name not in out.get("required", []):
+                    # An optional section whose model default is None (rollout.validation: off unless
+                    # asked for) stays absent: defaulted to {}, its own rules would refuse every spec.
+                    off_by_default = "default" in properties[name] and properties[name]["default"] is None
+                    if _all_optional_object(child) and name not in out.get("required", []) and not off_by_default:
                         child.setdefault("default", {})
         elif isinstance(extra, dict) and extra:
             out["additionalProperties"] = structural(extra, defs, in_status=in_status)

@@ -309,6 +309,11 @@ class Thresholds(ApiModel):
     latency_noise_floor_seconds: float = Field(default=0.01, gt=0)
     """P99 differences smaller than this are noise and never fail a step."""
 
+    max_content_issue_increase: float = Field(default=0.05, gt=0, le=1)
+    """Canary's share of generated choices with one kind of content issue (empty, undecodable, invalid JSON
+    when JSON was asked for, cut by max_tokens) may exceed stable's share of that kind by at most this much
+    before the test counts it."""
+
 
 class Analysis(ApiModel):
     """How a canary is judged from Prometheus."""
@@ -347,6 +352,165 @@ class Analysis(ApiModel):
         return NO_DATA_TIMEOUT.check(value)
 
 
+REGEX_BROKEN = "does not compile as a Python regular expression"
+SCHEMA_BROKEN = "is not a valid JSON Schema"
+VALIDATION_TIMEOUT = DurationRules("timeout", "1s", "the golden set goes to both revisions within it")
+GOLDEN_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ChatMessage(ApiModel):
+    """One message of a chat prompt."""
+
+    role: Literal["system", "user", "assistant"]
+    """Who says it."""
+
+    content: str = Field(max_length=65_536)
+    """What is said."""
+
+
+class Expectation(ApiModel):
+    """What a right answer looks like; each revision's share of right answers is its correctness."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "has(self.contains) || has(self.regex) || has(self.validJson) || has(self.jsonSchema)",
+                "an expectation needs contains, regex, validJson or jsonSchema",
+            )
+        )
+    )
+
+    contains: str | None = Field(default=None, min_length=1, max_length=4096)
+    """The answer contains this text."""
+
+    regex: str | None = Field(default=None, min_length=1, max_length=1024)
+    """The answer matches this regular expression somewhere (Python's `re.search`)."""
+
+    valid_json: bool | None = None
+    """The answer, stripped, parses as JSON (true) or does not (false)."""
+
+    json_schema: dict[str, Any] | None = None
+    """The answer, stripped, parses as JSON and is valid under this JSON Schema (draft 2020-12)."""
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_is_one(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            from jsonschema import Draft202012Validator, SchemaError
+
+            try:
+                Draft202012Validator.check_schema(value)
+            except SchemaError as error:
+                raise ValueError(f"jsonSchema {SCHEMA_BROKEN}: {error.message}") from None
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as error:
+                raise ValueError(f"regex {value!r} ({error}) {REGEX_BROKEN}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Expectation:
+        if self.contains is None and self.regex is None and self.valid_json is None and self.json_schema is None:
+            raise ValueError("an expectation needs contains, regex, validJson or jsonSchema")
+        return self
+
+
+class GoldenPrompt(ApiModel):
+    """A prompt both revisions answer greedily before the canary gets any traffic."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel("has(self.prompt) != has(self.messages)", "a golden prompt needs exactly one of prompt or messages")
+        )
+    )
+
+    name: str = Field(min_length=1, max_length=63, pattern=GOLDEN_NAME)
+    """What the evidence calls it."""
+
+    prompt: str | None = Field(default=None, min_length=1, max_length=262_144)
+    """A completion prompt (sent to /v1/completions). Make some long: far positions break on their own."""
+
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1, max_length=64)
+    """A chat prompt (sent to /v1/chat/completions)."""
+
+    max_tokens: Integer = Field(default=16, ge=1, le=256)
+    """Tokens each revision generates for it."""
+
+    expect: Expectation | None = None
+    """What a right answer looks like, when it is known."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GoldenPrompt:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a golden prompt needs exactly one of prompt or messages")
+        return self
+
+
+class ConfigMapKey(ApiModel):
+    """A key of a ConfigMap in the ModelDeployment's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """The ConfigMap's name."""
+
+    key: str = Field(default="prompts.json", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+    """The key holding the prompts: a JSON (or YAML) list of golden prompts, as in `prompts`."""
+
+
+class Validation(ApiModel):
+    """A gate before the first step: once the canary is Ready and still at weight 0, the operator sends a
+    golden prompt set to canary and stable, greedily, and compares them. Failing any limit rolls the canary
+    back without it ever getting traffic."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel("has(self.prompts) || has(self.promptsFrom)", "validation needs prompts or promptsFrom")
+        )
+    )
+
+    prompts: list[GoldenPrompt] | None = Field(default=None, min_length=1, max_length=200)
+    """The golden set, inline."""
+
+    prompts_from: ConfigMapKey | None = None
+    """The golden set from a ConfigMap, after any inline `prompts`."""
+
+    max_divergence: float = Field(default=0.1, gt=0, le=1)
+    """Cap on each prompt's mean Jensen-Shannon divergence (base 2, 0..1) between the two revisions'
+    next-token distributions, over the positions where their greedy answers still agree."""
+
+    min_exact_match: float = Field(default=0.5, ge=0, le=1)
+    """The share of prompts whose greedy answer must be exactly stable's."""
+
+    max_correctness_drop: float = Field(default=0, ge=0, le=1)
+    """How much lower than stable's the canary's share of right answers (prompts with `expect`) may be."""
+
+    max_latency_ratio: float = Field(default=3, gt=1)
+    """Canary's median time per golden prompt may be at most this multiple of stable's (beyond 50 ms)."""
+
+    allow_tokenizer_change: bool = False
+    """A canary whose tokenizer (vocabulary, merges, normalizer, special tokens, chat template) differs
+    from stable's fails validation unless this says the change is intended."""
+
+    timeout: str = Field(default="2m", max_length=DURATION_MAX_LENGTH, json_schema_extra=VALIDATION_TIMEOUT.schema())
+    """How long one validation may take; a validation that cannot finish holds the canary at weight 0."""
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_is_a_duration(cls, value: str) -> str:
+        return VALIDATION_TIMEOUT.check(value)
+
+    @model_validator(mode="after")
+    def _has_prompts(self) -> Validation:
+        if self.prompts is None and self.prompts_from is None:
+            raise ValueError("validation needs prompts or promptsFrom")
+        return self
+
+
 DEFAULT_STEPS = (Step(weight=10, pause="30s"), Step(weight=50, pause="60s"))
 
 
@@ -375,6 +539,9 @@ class Rollout(ApiModel):
 
     abort_scale_down_delay_seconds: Integer = Field(default=300, ge=0, le=86_400)
     """How long a rolled-back canary stays (at weight 0) for inspection before it is scaled down."""
+
+    validation: Validation | None = None
+    """A golden-prompt gate the canary passes before it gets any traffic; none when unset."""
 
     @field_validator("steps")
     @classmethod
@@ -416,7 +583,12 @@ OPERATOR_ENV = frozenset(
 # the models refuse, the API server refuses too (e2e/test_spec_agreement.py holds both to it).
 OWNED_ENV = "is set by the operator; remove it"
 GIVES_UP_BLIND = "the rollout would give up before a second look"
-OPERATOR_ONLY_RULES = (OWNED_ENV, GIVES_UP_BLIND)
+OPERATOR_ONLY_RULES = (OWNED_ENV, GIVES_UP_BLIND, REGEX_BROKEN, SCHEMA_BROKEN)
+
+
+VALIDATION_WITH_KEY = (
+    "rollout.validation cannot be used with runtime.apiKeySecret yet: the operator does not read Secrets"
+)
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -426,6 +598,16 @@ class ModelDeploymentSpec(ApiModel):
     that sets environment variables it owns, and an analysis whose noDataTimeout is shorter than its
     interval. Values are read as the API server reads them: `"5"` is not an integer nor `1` a boolean, and
     a whole number such as `5.0` is an integer."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                "!has(self.rollout) || !has(self.rollout.validation) || !has(self.runtime)"
+                " || !has(self.runtime.apiKeySecret)",
+                VALIDATION_WITH_KEY,
+            )
+        )
+    )
 
     model: ModelSource
     """The model to serve."""
@@ -444,6 +626,8 @@ class ModelDeploymentSpec(ApiModel):
 
     @model_validator(mode="after")
     def _operator_judged(self) -> ModelDeploymentSpec:
+        if self.rollout.validation is not None and self.runtime.api_key_secret is not None:
+            raise ValueError(VALIDATION_WITH_KEY)
         for index, variable in enumerate(self.runtime.env):
             if variable.name in OPERATOR_ENV:
                 raise ValueError(f"runtime.env[{index}]: {variable.name} {OWNED_ENV}")

@@ -18,6 +18,7 @@ from .base import ApiModel
 class Phase(StrEnum):
     PENDING = "Pending"
     PROGRESSING = "Progressing"
+    VALIDATING = "Validating"
     PAUSED = "Paused"
     HEALTHY = "Healthy"
     DEGRADED = "Degraded"
@@ -49,7 +50,7 @@ class MetricResult(StatusModel):
     """One SLI of the last analysis."""
 
     name: str
-    """The SLI: `requests`, `errorRate`, `p99LatencySeconds` or `drift`."""
+    """The SLI: `requests`, `errorRate`, `p99LatencySeconds`, `drift` or `contentIssues`."""
 
     canary: float | None = None
     """The canary's value over the window."""
@@ -113,6 +114,68 @@ class AnalysisRecord(StatusModel):
     from when this one passes."""
 
 
+class Fingerprints(StatusModel):
+    """What a revision's runtime reports it tokenizes and runs with (model_runtime.fingerprint)."""
+
+    tokenizer: str | None = None
+    """Digest of what decides tokenization: vocabulary, merges, normalizer, pre-tokenizer, special tokens,
+    chat template. The same digest, the same token ids for every text."""
+
+    config: str | None = None
+    """Digest of the model's config."""
+
+
+class GoldenEvidence(StatusModel):
+    """How the two revisions answered one golden prompt."""
+
+    name: str
+    """The prompt's name."""
+
+    divergence: float | None = None
+    """Mean Jensen-Shannon divergence of the next-token distributions, over the positions where the greedy
+    answers still agree; none when a revision gave no logprobs."""
+
+    exact_match: bool
+    """Whether the greedy answers are the same text."""
+
+    canary_correct: bool | None = None
+    """Whether the canary's answer meets the prompt's expectation (none without one)."""
+
+    stable_correct: bool | None = None
+    """Whether stable's answer meets it."""
+
+    canary_answer: str = ""
+    """The canary's answer, truncated."""
+
+    stable_answer: str = ""
+    """Stable's answer, truncated."""
+
+
+class ValidationRecord(StatusModel):
+    """The last golden-prompt validation: one canary against one stable, before any traffic."""
+
+    revision: str
+    """The canary validated."""
+
+    against: str
+    """The stable it was compared with."""
+
+    time: datetime
+    """When it finished."""
+
+    verdict: Verdict
+    """Pass, Fail, or Error (it could not run: stable unreachable, the golden ConfigMap missing)."""
+
+    message: str = ""
+    """A one-line summary."""
+
+    metrics: list[MetricResult] = Field(default_factory=list)
+    """Per-check results: tokenizer, divergence, exactMatch, correctness, latencySeconds."""
+
+    worst_prompts: list[GoldenEvidence] = Field(default_factory=list)
+    """The prompts where the revisions differed most."""
+
+
 class HistoryEntry(StatusModel):
     """How one revision's rollout ended."""
 
@@ -174,7 +237,8 @@ class ModelDeploymentStatus(StatusModel):
     """The spec generation this status describes."""
 
     phase: Phase = Phase.PENDING
-    """Pending, Progressing, Paused, Healthy, Degraded (a canary was rolled back) or Failed."""
+    """Pending, Progressing, Validating (a canary answers the golden set at weight 0), Paused, Healthy,
+    Degraded (a canary was rolled back) or Failed."""
 
     message: str = ""
     """What is happening now, in words."""
@@ -223,6 +287,12 @@ class ModelDeploymentStatus(StatusModel):
 
     last_analysis: AnalysisRecord | None = None
     """The last analysis of the canary."""
+
+    validation: ValidationRecord | None = None
+    """The last golden-prompt validation (rollout.validation)."""
+
+    fingerprints: dict[str, Fingerprints] = Field(default_factory=dict)
+    """Each running revision's tokenizer and config digests, as its runtime reported them to validation."""
 
     carried_evidence: dict[str, float] = Field(default_factory=dict)
     """Each test's e-value at the end of the canary's earlier steps: evidence is multiplied across steps,

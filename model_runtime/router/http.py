@@ -17,7 +17,7 @@ from typing import cast
 
 import httptools
 
-from model_runtime.contract import MIRROR_HEADER
+from model_runtime.contract import MIRROR_HEADER, VALIDATION_HEADER
 
 HOP_BY_HOP = frozenset(
     {
@@ -33,7 +33,8 @@ HOP_BY_HOP = frozenset(
         b"content-length",
     }
 )
-_MIRROR = MIRROR_HEADER.encode()
+# What only ModelShip itself may say about a request: a client's copy is dropped on the way through.
+_INTERNAL = frozenset({MIRROR_HEADER.encode(), VALIDATION_HEADER.encode()})
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -70,7 +71,7 @@ class Request:
     def forward_headers(self) -> Headers:
         """The client's headers minus hop-by-hop ones, and minus the mirror mark: only the router's own
         probes may keep themselves out of the SLIs."""
-        return [(k, v) for k, v in self.headers if k.lower() not in HOP_BY_HOP and k.lower() != _MIRROR]
+        return [(k, v) for k, v in self.headers if k.lower() not in HOP_BY_HOP and k.lower() not in _INTERNAL]
 
 
 class Reply:
