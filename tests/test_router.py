@@ -10,7 +10,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,7 @@ class Upstream:
 
     def __init__(self, revision: str, top: dict[str, float] | None = None) -> None:
         self.revision = revision
+        self.says = revision  # its own revision header: "" for a server that knows none (vLLM, any image)
         self.draining = False
         self.top = top or {"a": math.log(0.7), "b": math.log(0.2)}
         self.seen: list[dict[str, Any]] = []
@@ -203,16 +204,17 @@ class Upstream:
         if self.draining:
             return web.json_response({"error": {"type": "not_ready", "message": "draining"}}, status=503)
         if document.get("stream"):
-            response = web.StreamResponse(
-                headers={"Content-Type": "text/event-stream", "x-modelship-revision": self.revision}
-            )
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **self._identity()})
             await response.prepare(request)
             for piece in ("one", "two", "three"):
                 await response.write(f"data: {piece}\n\n".encode())
             await response.write_eof()
             return response
         answer = {"choices": [{"text": "x", "logprobs": {"top_logprobs": [self.top] * 4}}]}
-        return web.json_response(answer, headers={"x-modelship-revision": self.revision})
+        return web.json_response(answer, headers=self._identity())
+
+    def _identity(self) -> dict[str, str]:
+        return {"x-modelship-revision": self.says} if self.says else {}
 
     async def start(self, host: str) -> None:
         app = web.Application()
@@ -237,7 +239,9 @@ class Client:
 
     async def post(self, path: str, **kwargs: Any) -> Response:
         async with self.session.post(self.base + path, **kwargs) as response:
-            return Response(response.status, dict(response.headers), await response.read())
+            return Response(
+                response.status, dict(response.headers), await response.read(), list(response.headers.items())
+            )
 
     async def get(self, path: str) -> Response:
         async with self.session.get(self.base + path) as response:
@@ -249,6 +253,7 @@ class Response:
     status: int
     headers: dict[str, str]
     body: bytes
+    every_header: list[tuple[str, str]] = field(default_factory=list)  # repeated ones too
 
     async def json(self) -> Any:
         return json.loads(self.body)
@@ -321,6 +326,25 @@ async def test_split_follows_the_weight(tmp_path: Path, upstreams: dict[str, Ups
         assert binomtest(revisions["c1"], SPLIT_REQUESTS, 0.30).pvalue > 1e-6
         assert len(upstreams["s1-a"].seen) > 100
         assert len(upstreams["s1-b"].seen) > 100  # round robin within the track
+
+
+@pytest.mark.parametrize("says", ["", "stale-or-wrong"])
+async def test_every_answer_names_the_revision_the_router_sent_it_to(
+    tmp_path: Path, upstreams: dict[str, Upstream], says: str
+) -> None:
+    for pod in upstreams.values():
+        pod.says = says
+    async with router_over(tmp_path, routing(50), endpoints_of(upstreams)) as (client, _, _):
+        named: Counter[str] = Counter()
+        for index in range(60):
+            response = await client.post("/v1/completions", json={**BODY, "stream": index % 2 == 0})
+            assert response.status == 200
+            stamps = [value for key, value in response.every_header if key.lower() == "x-modelship-revision"]
+            assert len(stamps) == 1, stamps
+            named[response.headers["x-modelship-revision"]] += 1
+    assert set(named) == {"s1", "c1"}
+    seen = {revision: sum(len(p.seen) for n, p in upstreams.items() if n.startswith(revision)) for revision in named}
+    assert named == seen  # each answer named the revision whose pod answered it
 
 
 async def test_weight_change_applies_without_restart(tmp_path: Path, upstreams: dict[str, Upstream]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from model_runtime.contract import MIRROR_HEADER
+from model_runtime.contract import MIRROR_HEADER, REVISION_HEADER
 from model_runtime.errors import ApiError, BodyTooLarge, InvalidRequest, NotReady, check_bearer
 
 from .divergence import mean_divergence, top_tokens
@@ -111,7 +111,7 @@ class Router:
             else:
                 _send_error(reply, 500, "internal router error")
         finally:
-            self.metrics.request(track, revision, reply.status or 500, time.monotonic() - started)
+            self.metrics.request(track, revision, request.path, reply.status or 500, time.monotonic() - started)
             self.in_flight -= 1
             if self.in_flight == 0:
                 self.idle.set()
@@ -170,20 +170,21 @@ class Router:
         timer = asyncio.get_running_loop().call_later(self.settings.upstream_timeout_seconds, connection.expire)
         try:
             head = await connection.request(request.method, request.target, endpoint.address, headers, request.body)
+            relayed = with_revision(head.headers, endpoint.revision)
             if head.status == 503:
                 data = await connection.read()
                 self.pool.release(endpoint.address, connection, head.keep_alive)
                 if _draining(data):
                     return False
-                reply.send(503, head.headers, data)
+                reply.send(503, relayed, data)
                 return True
             if (head.header("content-type") or "").startswith("text/event-stream"):
-                reply.start(head.status, head.headers)
+                reply.start(head.status, relayed)
                 async for chunk in connection.body():
                     reply.write(chunk)
                 reply.end()
             else:
-                reply.send(head.status, head.headers, await connection.read())
+                reply.send(head.status, relayed, await connection.read())
             self.pool.release(endpoint.address, connection, head.keep_alive)
             return True
         except UpstreamClosed:
@@ -258,6 +259,15 @@ class Router:
         ) as response:
             response.raise_for_status()
             return await response.json()
+
+
+_REVISION = REVISION_HEADER.encode()
+
+
+def with_revision(headers: Headers, revision: str) -> Headers:
+    """An upstream's headers, saying which revision answered as the router knows it: any server's answer
+    carries it, not only ModelShip's runtime's (a vLLM or custom pod knows no revision)."""
+    return [(key, value) for key, value in headers if key.lower() != _REVISION] + [(_REVISION, revision.encode())]
 
 
 def probe_request(path: str, original: dict[str, Any], tokens: int, top_k: int) -> dict[str, Any]:
