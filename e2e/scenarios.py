@@ -47,6 +47,14 @@ def ended(deployed: Deployed, result: str, after: int, timeout: float = 180) -> 
     return entry
 
 
+def promoted_to_stable(deployed: Deployed, after: int) -> dict[str, Any]:
+    """Wait until the rollout ends Promoted and its revision serves as a Healthy stable; its history entry."""
+    entry = ended(deployed, "Promoted", after=after)
+    revision = entry["revision"]
+    deployed.wait(lambda s: s["stableRevision"] == revision and s["phase"] == "Healthy", "new stable healthy")
+    return entry
+
+
 def process_uid(node: Node, pod: Any) -> int:
     """The real uid, as the machine sees it, of the process of the pod's first container."""
     pid = node.container_pid(pod.status.container_statuses[0].container_id)

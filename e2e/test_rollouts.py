@@ -12,7 +12,7 @@ from kubernetes import client
 from e2e.cluster.controlplane import ControlPlane
 from e2e.kube import wait_until
 from e2e.modelship import BASE_SPEC, OPERATOR_NAMESPACE, Deployed, merged
-from e2e.scenarios import FAULTS, ended, healthy, new_revision, process_uid, time_to_rollback
+from e2e.scenarios import FAULTS, ended, healthy, new_revision, process_uid, promoted_to_stable, time_to_rollback
 
 
 def test_a_first_deploy_becomes_healthy(deployed: Deployed, control_plane: ControlPlane) -> None:
@@ -46,9 +46,7 @@ def test_b_good_revision_is_promoted_with_no_failed_request(deployed: Deployed) 
     with deployed.load(rate=25) as load:
         time.sleep(2)
         new_revision(deployed)
-        entry = ended(deployed, "Promoted", after=1)
-        new = entry["revision"]
-        deployed.wait(lambda s: s["stableRevision"] == new and s["phase"] == "Healthy", "new stable healthy")
+        new = promoted_to_stable(deployed, after=1)["revision"]
         # The replaced stable goes after the scale-down delay, while load continues.
         wait_until(lambda: f"chat-{old}" not in deployed.deployments(), "old stable scaled down", 60)
         time.sleep(2)

@@ -22,6 +22,7 @@ from e2e.spec_fuzz import (
     schema_specs,
 )
 from model_operator.api import parse_spec
+from model_operator.api import spec as spec_rules
 from model_operator.rollout import MIN_REQUEUE_SECONDS
 
 pytestmark = pytest.mark.usefixtures("crds")
@@ -99,6 +100,45 @@ def test_reported_disagreements_are_refused_by_both(kubectl: Kubectl, namespace:
     assert not api.accepted, api
     assert "type conversion error" not in api.message, api.message
     assert operator_problems(spec)
+
+
+SERVER_RULES = [
+    ({"runtime": {"server": "custom", "custom": {"port": 8000}}}, spec_rules.CUSTOM_NEEDS),
+    ({"runtime": {"server": "vllm", "custom": {"port": 8000}}}, spec_rules.CUSTOM_ONLY),
+    ({"runtime": {"args": ["--enforce-eager"]}}, spec_rules.ARGS_NOT_FOR_MODELSHIP),
+    (
+        {"runtime": {"server": "llamacpp"}, "traffic": {"mode": "replicas"}},
+        spec_rules.FOREIGN_SERVER_NEEDS_ROUTER,
+    ),
+    (
+        {"runtime": {"server": "vllm"}, "rollout": {"validation": {"promptsFrom": {"name": "golden"}}}},
+        spec_rules.VALIDATION_NEEDS_MODELSHIP,
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), SERVER_RULES, ids=lambda x: repr(x)[:50])
+def test_each_server_rule_is_refused_by_both_in_the_same_words(
+    kubectl: Kubectl, namespace: str, change: dict[str, Any], message: str
+) -> None:
+    spec = MINIMAL | change
+    api = api_server_verdict(kubectl, namespace, spec)
+    assert not api.accepted, api
+    assert message in api.message, api.message
+    assert any(message in problem for problem in operator_problems(spec))
+
+
+@pytest.mark.parametrize("server", ["vllm", "llamacpp", "custom"])
+def test_every_server_is_accepted_by_both(kubectl: Kubectl, namespace: str, server: str) -> None:
+    runtime: dict[str, Any] = {"server": server, "args": ["--flag", "$(MODEL_PATH)"]}
+    if server == "custom":
+        runtime |= {"image": "example/server:1", "custom": {"port": 9000, "healthPath": "/ping"}}
+    spec = MINIMAL | {"runtime": runtime}
+    api = api_server_verdict(kubectl, namespace, spec)
+    assert api.accepted, api.message
+    assert api.stored is not None
+    assert not operator_problems(api.stored)
+    assert parse_spec(api.stored).runtime.server == server
 
 
 def test_whole_numbers_are_integers_to_both(kubectl: Kubectl, namespace: str) -> None:

@@ -31,11 +31,12 @@ The method (derivations, assumptions and worked examples in docs/analysis.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from model_runtime.contract import CHOICES_TOTAL, CONTENT_ISSUES, OUTCOME_ALL
 
+from . import promql
 from .api.spec import ModelDeploymentSpec, Thresholds
 from .api.status import MetricResult, Verdict
 from .sequential import mean_e_value, p_value, share_e_value
@@ -101,9 +102,32 @@ def drift_measured(spec: ModelDeploymentSpec) -> bool:
     return spec.traffic.mode == "router" and spec.traffic.mirror_percent > 0 and spec.model.task == "text-generation"
 
 
-def content_measured(spec: ModelDeploymentSpec) -> bool:
-    """The content SLI counts generated choices: every text-generation model has them, embeddings none."""
-    return spec.model.task == "text-generation"
+OWN_SERVER = ("modelship",)
+
+
+def content_measured(spec: ModelDeploymentSpec, servers: Collection[str] = OWN_SERVER) -> bool:
+    """The content SLI counts generated choices: every text-generation model has them, embeddings none;
+    only ModelShip's runtime looks at what it generated, so both revisions (`servers`: stable's and the
+    canary's) must run it."""
+    return spec.model.task == "text-generation" and set(servers) == {"modelship"}
+
+
+def metrics_source(servers: Collection[str] = OWN_SERVER) -> promql.Source:
+    """ModelShip's runtime measures its own requests; when either revision runs another server, both are
+    measured by the router in front of them (the spec's rules keep other servers to router mode), so the
+    canary and stable SLIs mean the same whatever each runs."""
+    return promql.RUNTIME if set(servers) == {"modelship"} else promql.ROUTER
+
+
+def unmeasured(spec: ModelDeploymentSpec, servers: Collection[str] = OWN_SERVER) -> dict[str, str]:
+    """The SLIs the revisions' servers cannot give, with why: reported as NotMeasured rather than passing."""
+    others = sorted(set(servers) - {"modelship"})
+    if spec.model.task == "text-generation" and others:
+        return {
+            "contentIssues": f"not measured: runtime.server {', '.join(others)} does not count empty, cut,"
+            " undecodable or invalid-JSON answers"
+        }
+    return {}
 
 
 @dataclass(frozen=True)
@@ -558,10 +582,16 @@ def judge_content(
     ), evidence
 
 
-def judge(measurement: Measurement, criteria: Criteria, carried: Mapping[str, float] | None = None) -> Outcome:
-    """The verdict of one analysis, with `carried` the e-values the canary's earlier steps ended with. Fail
-    wins over everything: significant evidence is acted on even when another query failed; then Error (a
-    query failed), NoData (a track is not scraped), Inconclusive, Pass."""
+def judge(
+    measurement: Measurement,
+    criteria: Criteria,
+    carried: Mapping[str, float] | None = None,
+    not_measured: Mapping[str, str] | None = None,
+) -> Outcome:
+    """The verdict of one analysis, with `carried` the e-values the canary's earlier steps ended with and
+    `not_measured` the SLIs its server cannot give (`unmeasured`). Fail wins over everything: significant
+    evidence is acted on even when another query failed; then Error (a query failed), NoData (a track is
+    not scraped), Inconclusive, Pass."""
     stable, canary = measurement.stable, measurement.canary
     earlier = carried or {}
     tests = 2 + (measurement.drift is not None) + measurement.with_content
@@ -582,20 +612,23 @@ def judge(measurement: Measurement, criteria: Criteria, carried: Mapping[str, fl
         m.model_copy(update={"query": measurement.queries[m.name]}) if m.name in measurement.queries else m
         for m in metrics
     ]
+    shown = metrics + [
+        MetricResult(name=sli, verdict=Verdict.NOT_MEASURED, reason=why) for sli, why in (not_measured or {}).items()
+    ]
     failed = [m for m in metrics if m.verdict == Verdict.FAIL]
     if failed:
-        return Outcome(Verdict.FAIL, "; ".join(m.reason for m in failed), tuple(metrics), evidence)
+        return Outcome(Verdict.FAIL, "; ".join(m.reason for m in failed), tuple(shown), evidence)
     if measurement.query_error:
         # A failed query measured nothing: the evidence stays what it was.
         return Outcome(
-            Verdict.ERROR, f"Prometheus query failed: {measurement.query_error}", tuple(metrics), dict(earlier)
+            Verdict.ERROR, f"Prometheus query failed: {measurement.query_error}", tuple(shown), dict(earlier)
         )
     blind = [track for track, sample in (("canary", canary), ("stable", stable)) if not sample.scraped]
     if blind:
         return Outcome(
-            Verdict.NO_DATA, f"Prometheus has no metrics for the {' and '.join(blind)} track", tuple(metrics), evidence
+            Verdict.NO_DATA, f"Prometheus has no metrics for the {' and '.join(blind)} track", tuple(shown), evidence
         )
     waiting = [m for m in metrics if m.verdict != Verdict.PASS]
     if waiting:
-        return Outcome(Verdict.INCONCLUSIVE, "; ".join(m.reason for m in waiting), tuple(metrics), evidence)
-    return Outcome(Verdict.PASS, "canary matches stable on every SLI", tuple(metrics), evidence)
+        return Outcome(Verdict.INCONCLUSIVE, "; ".join(m.reason for m in waiting), tuple(shown), evidence)
+    return Outcome(Verdict.PASS, "canary matches stable on every SLI", tuple(shown), evidence)

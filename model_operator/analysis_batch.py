@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from . import metrics
 from .analysis import Measurement
 from .prometheus import Look
+from .promql import RUNTIME, Source
 
 MAX_LOOKS_PER_QUERY = 50
 """Bounds one query's text (about 300 bytes per look per SLI) and the work one Prometheus query does."""
@@ -45,6 +46,7 @@ class LookRequest:
     window_at: Callable[[datetime], float]
     with_drift: bool
     with_content: bool = False
+    source: Source = RUNTIME
 
     def at(self, now: datetime) -> Look:
         return Look(
@@ -55,6 +57,7 @@ class LookRequest:
             self.window_at(now),
             self.with_drift,
             self.with_content,
+            self.source,
         )
 
 

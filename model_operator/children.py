@@ -33,7 +33,7 @@ def revision_record(
             "labels": common_labels(name, RECORD_COMPONENT) | {LABEL_REVISION: revision},
         },
         "revision": number,
-        "data": revision_inputs(spec, settings.runtime_image),
+        "data": revision_inputs(spec, settings.server_image(spec.runtime.server)),
     }
 
 

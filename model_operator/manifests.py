@@ -23,10 +23,10 @@ from .naming import (
     router_selector,
     routing_config_name,
 )
+from .servers import SHUTDOWN_SECONDS, WRITABLE, identity_env, secret_env, server_container
 from .settings import OperatorSettings
 
 MODELS_MOUNT = "/models"
-SHUTDOWN_SECONDS = 25
 # How long a model pod may take to load and warm up before kubelet restarts it: large models take minutes.
 MODEL_STARTUP_SECONDS = 900
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -60,43 +60,20 @@ def _container_security(user: int) -> dict[str, Any]:
     }
 
 
-def _field(path: str) -> dict[str, Any]:
-    return {"valueFrom": {"fieldRef": {"fieldPath": path}}}
-
-
-def _identity_env(name: str, revision: str) -> list[dict[str, Any]]:
-    return [
-        {"name": "MODELSHIP_NAMESPACE", **_field("metadata.namespace")},
-        {"name": "MODELSHIP_MODEL_DEPLOYMENT", "value": name},
-        {"name": "MODELSHIP_REVISION", "value": revision},
-        {"name": "MODELSHIP_PORT", "value": str(RUNTIME_PORT)},
-        {"name": "HOME", "value": "/tmp"},
-    ]
-
-
-def _api_key_env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
-    secret = spec.runtime.api_key_secret
-    if secret is None:
-        return []
-    return [{"name": "MODELSHIP_API_KEY", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}]
-
-
-def _scrape_annotations() -> dict[str, str]:
-    return scrape_annotations(RUNTIME_PORT)
-
-
-def _probes(startup_seconds: int | None = None) -> dict[str, Any]:
+def _probes(
+    startup_seconds: int | None = None, ready_path: str = "/health/ready", live_path: str = "/health/live"
+) -> dict[str, Any]:
     """Readiness and liveness; with `startup_seconds`, a startup probe that holds both back until the
     model is loaded and warm (or restarts the container once that budget is spent)."""
     probes: dict[str, Any] = {
         "readinessProbe": {
-            "httpGet": {"path": "/health/ready", "port": SERVICE_PORT_NAME},
+            "httpGet": {"path": ready_path, "port": SERVICE_PORT_NAME},
             "periodSeconds": 2,
             "timeoutSeconds": 2,
             "failureThreshold": 2,
         },
         "livenessProbe": {
-            "httpGet": {"path": "/health/live", "port": SERVICE_PORT_NAME},
+            "httpGet": {"path": live_path, "port": SERVICE_PORT_NAME},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": 6,
@@ -104,7 +81,7 @@ def _probes(startup_seconds: int | None = None) -> dict[str, Any]:
     }
     if startup_seconds:
         probes["startupProbe"] = {
-            "httpGet": {"path": "/health/ready", "port": SERVICE_PORT_NAME},
+            "httpGet": {"path": ready_path, "port": SERVICE_PORT_NAME},
             "periodSeconds": 1,
             "timeoutSeconds": 2,
             "failureThreshold": startup_seconds,
@@ -115,46 +92,31 @@ def _probes(startup_seconds: int | None = None) -> dict[str, Any]:
 def revision_deployment(
     name: str, spec: ModelDeploymentSpec, revision: str, replicas: int, settings: OperatorSettings
 ) -> dict[str, Any]:
-    runtime, limits = spec.runtime, spec.runtime.limits
+    runtime = spec.runtime
     path, volumes, mounts = model_location(spec)
-    env = [
-        *_identity_env(name, revision),
-        {"name": "MODELSHIP_MODEL_PATH", "value": path},
-        {"name": "MODELSHIP_MODEL_NAME", "value": name},
-        {"name": "MODELSHIP_TASK", "value": spec.model.task},
-        {"name": "MODELSHIP_DTYPE", "value": spec.model.dtype},
-        {"name": "MODELSHIP_DEVICE", "value": "cuda" if runtime.gpus else "cpu"},
-        {"name": "MODELSHIP_MAX_BATCH_SIZE", "value": str(runtime.batching.max_batch_size)},
-        {"name": "MODELSHIP_MAX_BATCH_WAIT_MS", "value": str(runtime.batching.max_batch_wait_ms)},
-        {"name": "MODELSHIP_MAX_INPUT_TOKENS", "value": str(limits.max_input_tokens)},
-        {"name": "MODELSHIP_MAX_NEW_TOKENS", "value": str(limits.max_new_tokens)},
-        {"name": "MODELSHIP_MAX_CONCURRENT_REQUESTS", "value": str(limits.max_concurrent_requests)},
-        {"name": "MODELSHIP_REQUEST_TIMEOUT_SECONDS", "value": f"{limits.request_timeout_seconds:g}"},
-        {"name": "MODELSHIP_TRUNCATION", "value": limits.truncation},
-        {"name": "MODELSHIP_SHUTDOWN_TIMEOUT_SECONDS", "value": str(SHUTDOWN_SECONDS)},
-        {"name": "HF_HOME", "value": "/tmp/huggingface"},
-        # torch sizes its thread pool from the host's cores, not the pod's CPU limit; oversubscribed pods
-        # on a shared node then slow each other down.
-        {"name": "MODELSHIP_THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
-        *_api_key_env(spec),
-        *[variable.to_api() for variable in runtime.env],
-    ]
+    server = server_container(name, spec, revision, path, settings)
     resources = runtime.resources.to_api()
     tolerations = [t.to_api() for t in runtime.tolerations]
     if runtime.gpus:
         resources.setdefault("limits", {})[GPU_RESOURCE] = runtime.gpus
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     labels = revision_labels(name, revision)
+    mounts = [*mounts, {"name": "tmp", "mountPath": WRITABLE}]
+    volumes = [*volumes, {"name": "tmp", "emptyDir": {}}]
+    if server.shared_memory:
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
     container: dict[str, Any] = {
         "name": "runtime",
-        "image": runtime.image or settings.runtime_image,
-        "args": ["serve"],
-        "env": env,
-        "ports": [{"name": SERVICE_PORT_NAME, "containerPort": RUNTIME_PORT, "protocol": "TCP"}],
+        "image": server.image,
+        **({"command": server.command} if server.command else {}),
+        "args": server.args,
+        "env": [*server.env, *[variable.to_api() for variable in runtime.env]],
+        "ports": [{"name": SERVICE_PORT_NAME, "containerPort": server.port, "protocol": "TCP"}],
         "resources": resources,
         "securityContext": _container_security(settings.runtime_user),
-        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
-        **_probes(startup_seconds=MODEL_STARTUP_SECONDS),
+        "volumeMounts": mounts,
+        **_probes(startup_seconds=MODEL_STARTUP_SECONDS, ready_path=server.ready_path, live_path=server.live_path),
     }
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -162,7 +124,7 @@ def revision_deployment(
         "securityContext": _pod_security(),
         "terminationGracePeriodSeconds": SHUTDOWN_SECONDS + 5,
         "containers": [container],
-        "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+        "volumes": volumes,
     }
     if runtime.node_selector:
         pod_spec["nodeSelector"] = dict(runtime.node_selector)
@@ -177,7 +139,10 @@ def revision_deployment(
             "revisionHistoryLimit": 1,
             "selector": {"matchLabels": revision_selector(name, revision)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels, "annotations": _scrape_annotations()}, "spec": pod_spec},
+            "template": {
+                "metadata": {"labels": labels, "annotations": scrape_annotations(server.port)},
+                "spec": pod_spec,
+            },
         },
     }
 
@@ -258,10 +223,10 @@ def router_objects(
         "subjects": [{"kind": "ServiceAccount", "name": router}],
     }
     env = [
-        *_identity_env(name, "router"),
+        *identity_env(name, "router"),
         {"name": "MODELSHIP_ROUTING_CONFIGMAP", "value": routing_config_name(name)},
         {"name": "MODELSHIP_UPSTREAM_PORT", "value": str(RUNTIME_PORT)},
-        *_api_key_env(spec),
+        *secret_env("MODELSHIP_API_KEY", spec),
     ]
     token_volume = {
         "name": "kube-api-access",
@@ -283,7 +248,7 @@ def router_objects(
             "selector": {"matchLabels": router_selector(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": labels, "annotations": _scrape_annotations()},
+                "metadata": {"labels": labels, "annotations": scrape_annotations(RUNTIME_PORT)},
                 "spec": {
                     "serviceAccountName": router,
                     "automountServiceAccountToken": False,  # mounted below, read-only, with a bounded token

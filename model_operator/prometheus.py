@@ -34,20 +34,23 @@ class Look:
     window_seconds: float
     with_drift: bool
     with_content: bool = False
+    source: promql.Source = promql.RUNTIME
 
     def identity(self, revision: str) -> Identity:
         return (self.namespace, self.name, revision)
 
     def scraped_query(self) -> str:
-        return promql.scraped(self.namespace, self.name, [self.stable, self.canary])
+        return promql.scraped(self.namespace, self.name, [self.stable, self.canary], self.source)
 
     def queries(self) -> dict[str, str]:
         """Its queries by SLI, as status shows them: the part of a batch that is this look's."""
         revisions = [self.stable, self.canary]
         found = {
-            "requests": promql.requests(self.namespace, self.name, revisions, self.window_seconds),
-            "errorRate": promql.errors(self.namespace, self.name, revisions, self.window_seconds),
-            "p99LatencySeconds": promql.latency_buckets(self.namespace, self.name, revisions, self.window_seconds),
+            "requests": promql.requests(self.namespace, self.name, revisions, self.window_seconds, self.source),
+            "errorRate": promql.errors(self.namespace, self.name, revisions, self.window_seconds, self.source),
+            "p99LatencySeconds": promql.latency_buckets(
+                self.namespace, self.name, revisions, self.window_seconds, self.source
+            ),
         }
         if self.with_drift:
             found["drift"] = promql.divergence_buckets(self.namespace, self.name, self.canary, self.window_seconds)

@@ -20,10 +20,10 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import metrics
-from .analysis import Outcome, content_measured, criteria_for, drift_measured, judge
+from .analysis import Outcome, content_measured, criteria_for, drift_measured, judge, metrics_source, unmeasured
 from .analysis_batch import AnalysisBatcher, LookRequest
 from .api import InvalidSpecError, ModelDeploymentSpec, ModelDeploymentStatus, parse_spec
-from .children import desired_children, object_key, revision_record
+from .children import desired_children, object_key, revision_record, spec_for
 from .conditions import with_apply_failure
 from .deployments import DeploymentView
 from .golden import ValidationOutcome, blocked
@@ -220,14 +220,14 @@ class Operator:
         spec: ModelDeploymentSpec | None
         try:
             spec = parse_spec(body.get("spec"))
-            desired: str | None = revision_of(spec, self.settings.runtime_image)
+            desired: str | None = revision_of(spec, self.settings.server_image(spec.runtime.server))
             problems: tuple[str, ...] = ()
         except InvalidSpecError as error:
             spec, desired, problems = None, None, tuple(error.problems)
         revisions = await self._revisions(loop, namespace, name)
         analysis = None
         if spec is not None and analysis_due(previous, spec, now):
-            analysis = await self._analyse(namespace, name, spec, previous)
+            analysis = await self._analyse(loop, namespace, name, spec, previous)
         validation = None
         if spec is not None and validation_due(previous, spec, now):
             validation = await self._validate(namespace, name, spec, previous)
@@ -319,10 +319,15 @@ class Operator:
         return dict(records), highest
 
     async def _analyse(
-        self, namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus
+        self, loop: ResourceLoop, namespace: str, name: str, spec: ModelDeploymentSpec, status: ModelDeploymentStatus
     ) -> Outcome:
         assert status.stable_revision is not None
         assert status.canary_revision is not None
+        records, _ = await self._records(loop, namespace, name)
+        servers = [
+            spec_for(spec, records.get(revision)).runtime.server
+            for revision in (status.stable_revision, status.canary_revision)
+        ]
         url = spec.rollout.analysis.prometheus_url or self.settings.prometheus_url
         batcher = self._batchers.get(url) or self._batchers.setdefault(
             url,
@@ -340,10 +345,11 @@ class Operator:
                 status.canary_revision,
                 functools.partial(analysis_window_seconds, status, spec),
                 drift_measured(spec),
-                content_measured(spec),
+                content_measured(spec, servers),
+                metrics_source(servers),
             )
         )
-        outcome = judge(measurement, criteria_for(spec), status.carried_evidence)
+        outcome = judge(measurement, criteria_for(spec), status.carried_evidence, unmeasured(spec, servers))
         metrics.ANALYSIS_DURATION.labels(namespace, name).observe(time.monotonic() - started)
         return outcome
 

@@ -14,12 +14,19 @@ from .api import ModelDeploymentSpec
 
 REVISION_LENGTH = 8
 _NOT_HASHED_RUNTIME_FIELDS = frozenset({"replicas"})
+# Fields added after revisions were first hashed: left out while at their defaults, so an upgraded operator
+# computes the same revision for an unchanged spec and starts no rollout.
+_HASHED_UNLESS_DEFAULT: dict[str, Any] = {"server": "modelship", "args": [], "custom": None}
 
 
 def revision_inputs(spec: ModelDeploymentSpec, default_image: str) -> dict[str, Any]:
-    """What a revision hash covers, defaults filled in, so spelling a default out changes nothing."""
+    """What a revision hash covers, defaults filled in, so spelling a default out changes nothing;
+    `default_image` is the operator's image for the spec's server (OperatorSettings.server_image)."""
     runtime = spec.runtime.model_dump(by_alias=False, mode="json", exclude=set(_NOT_HASHED_RUNTIME_FIELDS))
     runtime["image"] = spec.runtime.image or default_image
+    for field, default in _HASHED_UNLESS_DEFAULT.items():
+        if runtime.get(field) == default:
+            del runtime[field]
     return {"model": spec.model.model_dump(by_alias=False, mode="json"), "runtime": runtime}
 
 

@@ -15,6 +15,11 @@ class OperatorSettings(BaseModel):
 
     runtime_image: str = "modelship/runtime:0.1.0"
     """Image of the model pods and the router when a spec names none."""
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    """Image of `runtime.server: vllm` pods when a spec names none (any vLLM from 0.10.2, which stopped
+    logging prompts by default)."""
+    llamacpp_image: str = "ghcr.io/ggml-org/llama.cpp:server"
+    """Image of `runtime.server: llamacpp` pods when a spec names none."""
     router_image: str | None = None
     """Image of the router pods; the runtime image when unset. Not taken from a spec, so a spec's image
     change restarts model pods of the new revision only, never the router."""
@@ -55,6 +60,10 @@ class OperatorSettings(BaseModel):
     """How long a leader keeps acting without a renewal; shorter than the lease duration."""
     retry_period_seconds: float = 2.0
     """How often replicas try to take or renew the Lease."""
+
+    def server_image(self, server: str) -> str:
+        """The image a spec's server runs when the spec names none (a `custom` server always names one)."""
+        return {"vllm": self.vllm_image, "llamacpp": self.llamacpp_image}.get(server, self.runtime_image)
 
     @model_validator(mode="after")
     def _timing_is_safe(self) -> OperatorSettings:

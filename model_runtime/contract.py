@@ -52,6 +52,16 @@ SOURCE_USER = "user"
 SOURCE_MIRROR = "mirror"
 SOURCE_VALIDATION = "validation"  # the operator's golden prompts, before the canary gets traffic
 ANSWERED_ENDPOINTS = ("completions", "chat_completions", "embeddings")
+# The `endpoint` label of a request path, in the runtime's metrics and the router's alike, so the analysis
+# selects the same requests from either.
+ENDPOINT_OF_PATH = {
+    "/v1/completions": "completions",
+    "/v1/chat/completions": "chat_completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/models": "models",
+    "/tokenize": "tokenize",
+}
+OTHER_ENDPOINT = "other"
 # Every generated choice, by what its content is: fast, error-free answers can still be wrong, and these
 # are the kinds a runtime can see without knowing the right answer (analysis: the content SLI).
 CHOICES_TOTAL = "modelship_choices_total"
@@ -68,6 +78,11 @@ OUTCOME_TRUNCATED = "truncated"  # cut by max_tokens (finish_reason "length")
 CONTENT_ISSUES = (OUTCOME_EMPTY, OUTCOME_UNDECODABLE, OUTCOME_INVALID_JSON, OUTCOME_TRUNCATED)
 GENERATION_ENDPOINTS = ("completions", "chat_completions")
 BUILD_INFO = "modelship_build_info"
+# The router's own view of each revision, whatever server runs it: what the analysis reads for a revision
+# served by vLLM, llama.cpp or any other server (labels: the identity, track, endpoint, code).
+ROUTER_REQUESTS_TOTAL = "modelship_router_requests_total"
+ROUTER_REQUEST_DURATION = "modelship_router_request_duration_seconds"
+ROUTER_WEIGHT = "modelship_router_weight"
 # The share of the KV-cache budget the running batch holds, with the meaning of vLLM's
 # vllm:kv_cache_usage_perc (0..1): what an endpoint picker reads to place requests.
 KV_CACHE_USAGE = "modelship_kv_cache_usage_ratio"

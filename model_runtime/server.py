@@ -16,6 +16,7 @@ from aiohttp import web
 from . import openapi
 from .contract import (
     CLIENT_CLOSED_REQUEST,
+    ENDPOINT_OF_PATH,
     MIRROR_HEADER,
     REVISION_HEADER,
     SOURCE_MIRROR,
@@ -38,13 +39,6 @@ from .metrics import REQUEST_SOURCE
 
 log = logging.getLogger("model_runtime.http")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ENDPOINTS = {
-    "/v1/completions": "completions",
-    "/v1/chat/completions": "chat_completions",
-    "/v1/embeddings": "embeddings",
-    "/v1/models": "models",
-    "/tokenize": "tokenize",
-}
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
@@ -119,7 +113,7 @@ class Server:
         started = time.monotonic()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         headers = {**self.identity, "x-request-id": request_id}
-        endpoint = ENDPOINTS.get(request.path)
+        endpoint = ENDPOINT_OF_PATH.get(request.path)
         # The router's mirror probes and the operator's golden prompts are not user traffic: their own
         # series, out of the analysis' SLIs.
         source = (

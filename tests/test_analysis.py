@@ -13,12 +13,17 @@ from model_operator.analysis import (
     Measurement,
     TrackSample,
     bound_at_or_above,
+    content_measured,
     count_above,
+    drift_measured,
     judge,
     lower_bounds,
+    metrics_source,
     pooled,
     quantile,
+    unmeasured,
 )
+from model_operator.api import parse_spec
 from model_operator.api.spec import Thresholds
 from model_operator.api.status import Verdict
 from model_runtime.contract import DEFAULT_LATENCY_BUCKETS
@@ -422,3 +427,46 @@ def test_promql_counts_choices_by_outcome_for_user_generations() -> None:
         'sum by (namespace, model_deployment, revision, outcome) (increase(modelship_choices_total{namespace="ns",'
         'model_deployment="chat",revision=~"a1|b2",endpoint=~"completions|chat_completions",source="user"}[60s]))'
     )
+
+
+SERVED_BY = [
+    # stable's server, the canary's, where the request SLIs come from, content measured
+    ("modelship", "modelship", promql.RUNTIME, True),
+    ("modelship", "vllm", promql.ROUTER, False),
+    ("llamacpp", "modelship", promql.ROUTER, False),  # the other way round: stable has no runtime metrics
+    ("custom", "custom", promql.ROUTER, False),
+]
+
+
+@pytest.mark.parametrize(("stable", "canary", "source", "content"), SERVED_BY)
+def test_what_is_measured_follows_both_revisions_servers(
+    stable: str, canary: str, source: promql.Source, content: bool
+) -> None:
+    spec = parse_spec({"model": {"uri": "pvc://models/m"}})
+    servers = (stable, canary)
+    assert metrics_source(servers) is source
+    assert content_measured(spec, servers) is content
+    assert drift_measured(spec)  # the router's mirror probes compare any server's logprobs
+    missing = unmeasured(spec, servers)
+    assert (missing == {}) is content
+    if not content:
+        assert list(missing) == ["contentIssues"]
+        assert f"runtime.server {next(s for s in servers if s != 'modelship')}" in missing["contentIssues"]
+    embeddings = parse_spec({"model": {"uri": "pvc://m/e", "task": "embeddings"}})
+    assert unmeasured(embeddings, servers) == {}  # embeddings have no content SLI, whatever serves them
+
+
+@pytest.mark.parametrize("fault", [None, "errors"])
+def test_not_measured_slis_are_shown_beside_the_verdict_the_measured_ones_give(fault: str | None) -> None:
+    stable = TrackSample(5000, 10, ((0.5, 4900), (1.0, 5000), (math.inf, 5000)), scraped=True)
+    canary_errors = 400 if fault else 10
+    canary = TrackSample(5000, canary_errors, ((0.5, 4900), (1.0, 5000), (math.inf, 5000)), scraped=True)
+    reason = {"contentIssues": "not measured: runtime.server llamacpp does not count empty answers"}
+    outcome = judge(Measurement(stable, canary, None), CRITERIA, None, reason)
+    shown = {m.name: m for m in outcome.metrics}
+    assert shown["contentIssues"].verdict == Verdict.NOT_MEASURED
+    assert shown["contentIssues"].reason == reason["contentIssues"]
+    assert outcome.verdict == (Verdict.FAIL if fault else Verdict.PASS)
+    alone = judge(Measurement(stable, canary, None), CRITERIA, None)
+    assert outcome.verdict == alone.verdict  # the same evidence, the same alpha: not one test more or less
+    assert outcome.evidence == alone.evidence

@@ -396,6 +396,61 @@ BAD_SPECS = [
         "spec",
         "cannot be used with runtime.apiKeySecret",
     ),
+    ("server-unknown", with_changes(runtime__server="tgi"), "spec.runtime.server", "'modelship', 'vllm'"),
+    (
+        "custom-server-without-image",
+        with_changes(runtime__server="custom", runtime__custom={"port": 8000}),
+        "spec.runtime",
+        "needs runtime.image and runtime.custom",
+    ),
+    (
+        "custom-server-without-port",
+        with_changes(runtime__server="custom", runtime__image="example/server:1"),
+        "spec.runtime",
+        "needs runtime.image and runtime.custom",
+    ),
+    (
+        "custom-settings-for-vllm",
+        with_changes(runtime__server="vllm", runtime__custom={"port": 8000}),
+        "spec.runtime",
+        "only read when runtime.server is custom",
+    ),
+    (
+        "custom-port-zero",
+        with_changes(runtime__server="custom", runtime__image="example/server:1", runtime__custom={"port": 0}),
+        "spec.runtime.custom.port",
+        "greater than or equal to 1",
+    ),
+    (
+        "custom-health-path-relative",
+        with_changes(
+            runtime__server="custom",
+            runtime__image="example/server:1",
+            runtime__custom={"port": 8000, "healthPath": "health"},
+        ),
+        "spec.runtime.custom.healthPath",
+        "should match pattern",
+    ),
+    (
+        "args-for-modelship",
+        with_changes(runtime__args=["--max-model-len", "4096"]),
+        "spec.runtime",
+        "runtime.args is for the vllm, llamacpp and custom servers",
+    ),
+    (
+        "vllm-behind-a-gateway",
+        with_changes(
+            runtime__server="vllm", traffic__mode="gatewayAPI", traffic__gateway={"parentRefs": [{"name": "gw"}]}
+        ),
+        "spec",
+        "need traffic.mode router",
+    ),
+    (
+        "llamacpp-with-validation",
+        with_changes(runtime__server="llamacpp", rollout__validation={"promptsFrom": {"name": "golden"}}),
+        "spec",
+        "rollout.validation needs runtime.server modelship",
+    ),
 ]
 
 

@@ -97,6 +97,34 @@ def test_every_series_the_analysis_queries_is_exported_with_those_labels() -> No
             assert any(_matches(labels, matchers) for labels in exported[metric]), (metric, matchers)
 
 
+def test_the_router_source_queries_what_the_router_exports_per_revision_and_endpoint() -> None:
+    """A revision another server runs is measured from the router: its queries select the router's series
+    of requests to the answering endpoints, and nothing else the router counts."""
+    router = RouterMetrics("ns", "chat")
+    router.request("stable", "s1", "/v1/chat/completions", 200, 0.4)
+    router.request("canary", "c1", "/v1/completions", 502, 0.1)
+    router.request("canary", "c1", "/v1/models", 500, 0.01)
+    router.request("canary", "c1", "/anything/else", 500, 0.01)
+    router.weight.labels("ns", "chat", "stable", "s1").set(90)
+    router.weight.labels("ns", "chat", "canary", "c1").set(10)
+    exported = _exported(router.render().decode())
+    endpoints = {labels["endpoint"] for labels in exported["modelship_router_requests_total"]}
+    assert endpoints == {"chat_completions", "completions", "models", "other"}  # paths are not labels
+    queries = [
+        promql.scraped("ns", "chat", ["s1", "c1"], promql.ROUTER),
+        promql.requests("ns", "chat", ["s1", "c1"], 30, promql.ROUTER),
+        promql.errors("ns", "chat", ["s1", "c1"], 30, promql.ROUTER),
+        promql.latency_buckets("ns", "chat", ["s1", "c1"], 30, promql.ROUTER),
+    ]
+    for query in queries:
+        for metric, matchers in _selectors(query):
+            assert metric.startswith("modelship_router_"), query
+            assert any(_matches(labels, matchers) for labels in exported[metric]), (metric, matchers)
+    (_, matchers), *_ = _selectors(promql.errors("ns", "chat", ["c1"], 30, promql.ROUTER))
+    failed = [labels for labels in exported["modelship_router_requests_total"] if _matches(labels, matchers)]
+    assert [labels["endpoint"] for labels in failed] == ["completions"]  # not /v1/models, not other paths
+
+
 def test_the_analysis_counts_user_traffic_only() -> None:
     runtime = RuntimeMetrics("ns", "chat", "c1")
     runtime.request("completions", 500, 0.4, source=SOURCE_MIRROR)

@@ -12,6 +12,7 @@ import yaml
 
 from model_operator.api import crd as crdgen
 from model_operator.api import parse_spec
+from model_operator.api import spec as spec_module
 from tests.test_api_validation import BAD_SPECS, with_changes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +81,11 @@ def _rules() -> list[str]:
         "noDataTimeout must be at least 1s",
         "pause must be a duration such as 500ms, 30s, 1m30s or 2h (at most 4 parts, each number at most 5 digits)",
         "traffic.gateway is required when traffic.mode is gatewayAPI",
+        spec_module.CUSTOM_NEEDS,
+        spec_module.CUSTOM_ONLY,
+        spec_module.ARGS_NOT_FOR_MODELSHIP,
+        spec_module.FOREIGN_SERVER_NEEDS_ROUTER,
+        spec_module.VALIDATION_NEEDS_MODELSHIP,
     ],
 )
 def test_cel_rules_are_in_the_crd(message: str) -> None:
@@ -106,6 +112,12 @@ OPENAPI_CATCHES = [
         "golden-expectation-empty",
         "validation-with-api-key",
         "validation-timeout-garbage",
+        "custom-server-without-image",
+        "custom-server-without-port",
+        "custom-settings-for-vllm",
+        "args-for-modelship",
+        "vllm-behind-a-gateway",
+        "llamacpp-with-validation",
         "interval-under-a-second",
         "interval-zero",
         "no-data-timeout-zero",

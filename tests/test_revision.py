@@ -58,6 +58,12 @@ def test_explicit_default_image_keeps_the_hash() -> None:
     assert rev(with_changes(runtime__image=IMAGE)) == rev(BASE)
 
 
+def test_spelling_out_the_default_server_keeps_the_hash() -> None:
+    # runtime.server, args and custom came after revisions were first hashed: at their defaults they must
+    # leave every existing revision as it was (test_known_value_pins_the_algorithm pins that value).
+    assert rev(with_changes(runtime__server="modelship", runtime__args=[])) == rev(BASE)
+
+
 CHANGES_THAT_MAKE_A_REVISION = [
     ("uri", with_changes(model__uri="pvc://models/other")),
     ("task", with_changes(model__task="embeddings")),
@@ -71,6 +77,12 @@ CHANGES_THAT_MAKE_A_REVISION = [
     ("node-selector", with_changes(runtime__nodeSelector={"pool": "gpu"})),
     ("tolerations", with_changes(runtime__tolerations=[{"key": "gpu", "operator": "Exists"}])),
     ("api-key", with_changes(runtime__apiKeySecret={"name": "key"})),
+    ("server", with_changes(runtime__server="vllm")),
+    ("server-args", with_changes(runtime__server="vllm", runtime__args=["--enforce-eager"])),
+    (
+        "custom-port",
+        with_changes(runtime__server="custom", runtime__image="example/server:1", runtime__custom={"port": 9000}),
+    ),
 ]
 
 

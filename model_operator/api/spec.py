@@ -175,11 +175,63 @@ class SecretKeyRef(ApiModel):
     """The key inside the Secret."""
 
 
+SERVERS = ("modelship", "vllm", "llamacpp", "custom")
+HTTP_PATH_PATTERN = rf"^/[^{_NOT_SPACE}]*$"
+ServerArgument = Annotated[str, Field(max_length=4096)]
+CUSTOM_NEEDS = "runtime.server custom needs runtime.image and runtime.custom (the port it serves on)"
+CUSTOM_ONLY = "runtime.custom is only read when runtime.server is custom"
+ARGS_NOT_FOR_MODELSHIP = (
+    "runtime.args is for the vllm, llamacpp and custom servers; ModelShip's runtime takes its settings from"
+    " the spec's fields and runtime.env"
+)
+
+
+class CustomServer(ApiModel):
+    """How to start and probe an OpenAI-compatible server ModelShip has no recipe for."""
+
+    port: Integer = Field(ge=1, le=65535)
+    """The port the server answers the OpenAI API on (and /metrics, if it has them)."""
+
+    command: list[ServerArgument] = Field(default_factory=list, max_length=64)
+    """The container's entrypoint; the image's own when empty. Arguments go in `runtime.args`; both may
+    name `$(MODEL_PATH)` (where the model's URI is mounted, or the `hf://` URI itself) and `$(MODEL_NAME)`
+    (the name clients ask for: the ModelDeployment's), which Kubernetes expands."""
+
+    health_path: str = Field(default="/health", max_length=1024, pattern=HTTP_PATH_PATTERN)
+    """An HTTP GET path that answers 2xx once the model is loaded: the startup, readiness and liveness
+    probes."""
+
+
 class Runtime(ApiModel):
     """How the model's pods run."""
 
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel("!has(self.server) || self.server != 'custom' || (has(self.image) && has(self.custom))", CUSTOM_NEEDS),
+            cel("!has(self.custom) || (has(self.server) && self.server == 'custom')", CUSTOM_ONLY),
+            cel(
+                "!has(self.args) || size(self.args) == 0 || (has(self.server) && self.server != 'modelship')",
+                ARGS_NOT_FOR_MODELSHIP,
+            ),
+        )
+    )
+
+    server: Literal["modelship", "vllm", "llamacpp", "custom"] = "modelship"
+    """Which server runs the model: `modelship` (the bundled runtime), `vllm` (vLLM's OpenAI server),
+    `llamacpp` (llama.cpp's `llama-server`, serving a GGUF file) or `custom` (any OpenAI-compatible image,
+    with `runtime.custom`). The operator derives each server's arguments from the same fields (model URI,
+    GPUs, batching, limits). For a server other than `modelship`, the analysis reads the router's metrics
+    (so `traffic.mode` must be `router`) and the content SLI is not measured."""
+
     image: str | None = None
-    """The runtime image; the operator's default when unset."""
+    """The server's image; the operator's default for `modelship`, `vllm` and `llamacpp` when unset,
+    required for `custom`."""
+
+    args: list[ServerArgument] = Field(default_factory=list, max_length=128)
+    """Extra arguments for a `vllm`, `llamacpp` or `custom` server, after the ones the operator derives."""
+
+    custom: CustomServer | None = None
+    """The port and health path of a `custom` server."""
 
     replicas: Integer = Field(default=1, ge=1, le=1000)
     """Pods per revision. Changing it scales the stable revision in place; it does not start a rollout."""
@@ -208,6 +260,16 @@ class Runtime(ApiModel):
     api_key_secret: SecretKeyRef | None = None
     """A Secret holding an API key; when set, the router and the runtime require
     `Authorization: Bearer <key>` on inference requests."""
+
+    @model_validator(mode="after")
+    def _server_settings(self) -> Runtime:
+        if self.server == "custom" and (self.image is None or self.custom is None):
+            raise ValueError(CUSTOM_NEEDS)
+        if self.custom is not None and self.server != "custom":
+            raise ValueError(CUSTOM_ONLY)
+        if self.args and self.server == "modelship":
+            raise ValueError(ARGS_NOT_FOR_MODELSHIP)
+        return self
 
 
 class GatewayParentRef(ApiModel):
@@ -552,8 +614,8 @@ class Rollout(ApiModel):
         return steps
 
 
-# Set on every model container by the operator; a spec that sets them too would be ambiguous. The fault
-# injection and thread settings (MODELSHIP_FAULT*, MODELSHIP_THREADS) stay open to users.
+# Set on every ModelShip runtime container by the operator; a spec that sets them too would be ambiguous.
+# The fault injection and thread settings (MODELSHIP_FAULT*, MODELSHIP_THREADS) stay open to users.
 OPERATOR_ENV = frozenset(
     {
         "MODELSHIP_MODEL_PATH",
@@ -589,6 +651,15 @@ OPERATOR_ONLY_RULES = (OWNED_ENV, GIVES_UP_BLIND, REGEX_BROKEN, SCHEMA_BROKEN)
 VALIDATION_WITH_KEY = (
     "rollout.validation cannot be used with runtime.apiKeySecret yet: the operator does not read Secrets"
 )
+FOREIGN_SERVER_NEEDS_ROUTER = (
+    "runtime.server vllm, llamacpp and custom need traffic.mode router: the analysis reads the router's"
+    " metrics, which mean the same for every server"
+)
+VALIDATION_NEEDS_MODELSHIP = (
+    "rollout.validation needs runtime.server modelship for now: it compares tokenizer fingerprints that"
+    " only ModelShip's runtime exports"
+)
+_FOREIGN = "has(self.runtime) && has(self.runtime.server) && self.runtime.server != 'modelship'"
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -605,7 +676,12 @@ class ModelDeploymentSpec(ApiModel):
                 "!has(self.rollout) || !has(self.rollout.validation) || !has(self.runtime)"
                 " || !has(self.runtime.apiKeySecret)",
                 VALIDATION_WITH_KEY,
-            )
+            ),
+            cel(
+                f"!({_FOREIGN}) || !has(self.traffic) || !has(self.traffic.mode) || self.traffic.mode == 'router'",
+                FOREIGN_SERVER_NEEDS_ROUTER,
+            ),
+            cel(f"!({_FOREIGN}) || !has(self.rollout) || !has(self.rollout.validation)", VALIDATION_NEEDS_MODELSHIP),
         )
     )
 
@@ -628,8 +704,12 @@ class ModelDeploymentSpec(ApiModel):
     def _operator_judged(self) -> ModelDeploymentSpec:
         if self.rollout.validation is not None and self.runtime.api_key_secret is not None:
             raise ValueError(VALIDATION_WITH_KEY)
+        if self.runtime.server != "modelship" and self.traffic.mode != "router":
+            raise ValueError(FOREIGN_SERVER_NEEDS_ROUTER)
+        if self.runtime.server != "modelship" and self.rollout.validation is not None:
+            raise ValueError(VALIDATION_NEEDS_MODELSHIP)
         for index, variable in enumerate(self.runtime.env):
-            if variable.name in OPERATOR_ENV:
+            if variable.name in OPERATOR_ENV and self.runtime.server == "modelship":
                 raise ValueError(f"runtime.env[{index}]: {variable.name} {OWNED_ENV}")
         analysis = self.rollout.analysis
         if duration_nanoseconds(analysis.no_data_timeout) < duration_nanoseconds(analysis.interval):

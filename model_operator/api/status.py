@@ -31,6 +31,7 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "Inconclusive"
     NO_DATA = "NoData"
     ERROR = "Error"
+    NOT_MEASURED = "NotMeasured"  # an SLI the revision's server cannot give: reported, never passed
 
 
 class HistoryResult(StrEnum):
@@ -65,7 +66,8 @@ class MetricResult(StatusModel):
     """Requests behind stable's value."""
 
     verdict: Verdict
-    """Pass, Fail, Inconclusive (not enough evidence yet), NoData or Error."""
+    """Pass, Fail, Inconclusive (not enough evidence yet), NoData, Error, or NotMeasured (the revision's
+    server cannot give this SLI; it is reported and neither passes nor fails the canary)."""
 
     reason: str = ""
     """Why, in words."""

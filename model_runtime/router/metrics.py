@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from model_runtime.contract import DEFAULT_LATENCY_BUCKETS, DIVERGENCE_BUCKETS, OUTPUT_DIVERGENCE
+from model_runtime.contract import (
+    DEFAULT_LATENCY_BUCKETS,
+    DIVERGENCE_BUCKETS,
+    ENDPOINT_LABEL,
+    ENDPOINT_OF_PATH,
+    OTHER_ENDPOINT,
+    OUTPUT_DIVERGENCE,
+    ROUTER_REQUEST_DURATION,
+    ROUTER_REQUESTS_TOTAL,
+    ROUTER_WEIGHT,
+)
 
 IDENTITY = ("namespace", "model_deployment")
 
@@ -16,15 +26,15 @@ class RouterMetrics:
         self.registry = r = CollectorRegistry()
         self.identity = (namespace, model_deployment)
         self.requests = Counter(
-            "modelship_router_requests_total",
-            "Requests routed, by track, revision and code.",
-            [*IDENTITY, "track", "revision", "code"],
+            ROUTER_REQUESTS_TOTAL,
+            "Requests routed, by track, revision, endpoint and code.",
+            [*IDENTITY, "track", "revision", ENDPOINT_LABEL, "code"],
             registry=r,
         )
         self.duration = Histogram(
-            "modelship_router_request_duration_seconds",
-            "Latency seen by clients.",
-            [*IDENTITY, "track", "revision", "code"],
+            ROUTER_REQUEST_DURATION,
+            "Latency seen by clients, by track, revision, endpoint and code.",
+            [*IDENTITY, "track", "revision", ENDPOINT_LABEL, "code"],
             buckets=latency_buckets,
             registry=r,
         )
@@ -66,7 +76,7 @@ class RouterMetrics:
             registry=r,
         )
         self.weight = Gauge(
-            "modelship_router_weight",
+            ROUTER_WEIGHT,
             "Percent of requests each track receives.",
             [*IDENTITY, "track", "revision"],
             registry=r,
@@ -74,13 +84,14 @@ class RouterMetrics:
         self.endpoints = Gauge(
             "modelship_router_endpoints", "Ready pods per revision.", [*IDENTITY, "revision"], registry=r
         )
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
 
-    def request(self, track: str, revision: str, code: int, seconds: float) -> None:
-        key = (track, revision, code)
+    def request(self, track: str, revision: str, path: str, code: int, seconds: float) -> None:
+        endpoint = ENDPOINT_OF_PATH.get(path, OTHER_ENDPOINT)  # bounded: a client's paths are not labels
+        key = (track, revision, endpoint, code)
         children = self._children.get(key)
         if children is None:  # labels() is slow on the hot path: resolve each combination once
-            labels = (*self.identity, track, revision, str(code))
+            labels = (*self.identity, track, revision, endpoint, str(code))
             children = (self.requests.labels(*labels), self.duration.labels(*labels))
             self._children[key] = children
         children[0].inc()
