@@ -99,7 +99,9 @@ def test_a_pod_killed_mid_request_is_retried_by_the_router(deployed: Deployed, c
         def restarted() -> Any:
             pod = deployed.core.read_namespaced_pod(victim.metadata.name, deployed.namespace)
             status = _container_status(pod)
-            return status if status.restart_count >= 1 and _ready(pod) else None
+            # kubelet fills lastState a moment after the restart on some runs: wait for it too
+            restarted = status.restart_count >= 1 and status.last_state.terminated is not None
+            return status if restarted and _ready(pod) else None
 
         status = wait_until(restarted, f"kubelet to restart {victim.metadata.name} and it to be ready", 120)
         time.sleep(2)
