@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tools
+from . import llamacpp, tools
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_SUITE = "bookworm"
@@ -219,6 +219,59 @@ def build() -> Images:
             _say(f"[images] {tag} built in {time.monotonic() - started:.0f}s")
             _remove_stale(tag)
         return images
+
+
+LLAMACPP_BINARY = "/usr/local/bin/llama-server"
+
+
+def llamacpp_tag(base: str, binary: Path) -> str:
+    """`localhost/modelship/llamacpp:<hash>`, the hash over the base and the llama-server binary."""
+    return f"localhost/modelship/llamacpp:{_digest([base.encode(), binary.read_bytes()])}"
+
+
+def _build_llamacpp(base: str, binary: Path, tag: str, log: Path) -> None:
+    """llama.cpp's llama-server on the bare base, as uid 1000 (it needs glibc only: see e2e.cluster.llamacpp)."""
+    container = _run("creating the llama.cpp container", ["buildah", "from", "--pull-never", base], log)
+    try:
+        copy = ["buildah", "copy", "--chmod", "0755", container, str(binary), LLAMACPP_BINARY]
+        _run("copying llama-server", copy, log)
+        _run(
+            "configuring the llama.cpp image",
+            [
+                "buildah",
+                "config",
+                "--entrypoint",
+                f'["{LLAMACPP_BINARY}"]',
+                "--cmd",
+                "",
+                "--user",
+                "1000:1000",
+                "--label",
+                "modelship.image=modelship/llamacpp",
+                container,
+            ],
+            log,
+        )
+        _run("committing the llama.cpp image", ["buildah", "commit", "--rm", container, tag], log)
+    except BaseException:
+        subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+        raise
+
+
+def build_llamacpp() -> str:
+    """The image of llama.cpp's own server (built from the pinned llama-cpp-python sdist on first use), for
+    the scenarios where ModelShip rolls out a server that is not its own. Not part of `build()`: its first
+    build takes about 20 minutes, and only those scenarios need it."""
+    binary = llamacpp.build()
+    with _build_lock():
+        tag = llamacpp_tag(base_tag(), binary)
+        if not _exists(tag):
+            started = time.monotonic()
+            _say(f"[images] building {tag} (log: {build_log()})")
+            _build_llamacpp(base_tag(), binary, tag, build_log())
+            _say(f"[images] {tag} built in {time.monotonic() - started:.0f}s")
+            _remove_stale(tag)
+        return tag
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -378,27 +378,31 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         """Each image missing from containerd: pushed to an OCI layout (only new layers are written) and
         streamed into containerd from there."""
         for tag in (images.pause, *(getattr(images, name) for name in self.preload)):
-            if self.image_present(tag):
-                continue
-            started = time.monotonic()
-            layout = store_root().parent / "oci" / tag.rsplit("/", 1)[-1].split(":", 1)[0]
-            layout.parent.mkdir(parents=True, exist_ok=True)
-            push = subprocess.run(
-                ["buildah", "push", "--quiet", "--disable-compression", tag, f"oci:{layout}:{tag}"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if push.returncode != 0:
-                raise NodeError(f"exporting {tag} for containerd failed: {push.stderr.strip()}")
-            reader, writer = os.pipe()
-            with os.fdopen(reader, "rb") as source, os.fdopen(writer, "wb") as sink:
-                streamer = threading.Thread(target=_stream, args=(layout, tag, sink), daemon=True)
-                streamer.start()
-                self.ctr("images", "import", "--all-platforms", "-", stdin=source, what=f"importing {tag}")
-                streamer.join(timeout=60)
-            self._remove_older_tags(tag)
-            say(f"imported {tag} into the node's containerd ({time.monotonic() - started:.0f}s)")
+            self.import_image(tag, say)
+
+    def import_image(self, tag: str, say: Any) -> None:
+        """One image from buildah's store into containerd's, unless containerd has it."""
+        if self.image_present(tag):
+            return
+        started = time.monotonic()
+        layout = store_root().parent / "oci" / tag.rsplit("/", 1)[-1].split(":", 1)[0]
+        layout.parent.mkdir(parents=True, exist_ok=True)
+        push = subprocess.run(
+            ["buildah", "push", "--quiet", "--disable-compression", tag, f"oci:{layout}:{tag}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if push.returncode != 0:
+            raise NodeError(f"exporting {tag} for containerd failed: {push.stderr.strip()}")
+        reader, writer = os.pipe()
+        with os.fdopen(reader, "rb") as source, os.fdopen(writer, "wb") as sink:
+            streamer = threading.Thread(target=_stream, args=(layout, tag, sink), daemon=True)
+            streamer.start()
+            self.ctr("images", "import", "--all-platforms", "-", stdin=source, what=f"importing {tag}")
+            streamer.join(timeout=60)
+        self._remove_older_tags(tag)
+        say(f"imported {tag} into the node's containerd ({time.monotonic() - started:.0f}s)")
 
 
 def layout_archive(layout: Path, tag: str, out: IO[bytes]) -> None:

@@ -223,6 +223,8 @@ DEBIAN_PACKAGES = {
     "conntrack": "conntrack",
     "nsenter": "util-linux",
     "/usr/lib/cni/bridge": "containernetworking-plugins",
+    "cmake": "cmake",
+    "g++": "g++",
 }
 
 
