@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import torch
 
+from .detokenize import Detokenizer
 from .errors import ApiError, InvalidRequest, Timeout
 from .grammar import Constraint
 from .kvbudget import Row, peak_tokens
@@ -103,6 +104,7 @@ class EmbeddingWork(Work):
 class _Sequence:
     work: GenerationWork
     generator: torch.Generator | None
+    detokenizer: Detokenizer
     output_ids: list[int] = field(default_factory=list)
     text: str = ""
     emitted: int = 0
@@ -237,7 +239,8 @@ class GenerationEngine(Engine):
                 generator = make_generator(work.params, self.loaded.device)
                 grammar = work.params.grammar
                 constraint = Constraint(grammar) if grammar is not None else None
-                joining.append(_Sequence(work, generator, constraint=constraint))
+                detokenizer = Detokenizer(self.loaded.tokenizer)
+                joining.append(_Sequence(work, generator, detokenizer, constraint=constraint))
             except (ValueError, RuntimeError) as error:  # refused alone, before it joins the batch
                 work.sink(InvalidRequest(str(error), param="seed"))
         if joining:
@@ -410,17 +413,22 @@ class GenerationEngine(Engine):
         reason when the sequence is done."""
         params = sequence.work.params
         if (token in self.loaded.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            sequence.text = sequence.detokenizer.whole(sequence.output_ids)
             self._emit_rest(sequence)
             return "stop"
         sequence.output_ids.append(token)
-        sequence.text = self.loaded.tokenizer.decode(sequence.output_ids, skip_special_tokens=True)
-        stop_at = _first_stop(sequence.text, params.stop)
+        out_of_positions = self.loaded.max_positions is not None and position + 1 >= self.loaded.max_positions
+        last = len(sequence.output_ids) >= params.max_new_tokens or out_of_positions
+        searched_to = len(sequence.text)
+        detokenizer = sequence.detokenizer
+        sequence.text = detokenizer.whole(sequence.output_ids) if last else detokenizer.add(sequence.output_ids)
+        longest_stop = max((len(stop) for stop in params.stop), default=0)
+        stop_at = _first_stop(sequence.text, params.stop, start=max(0, searched_to - longest_stop + 1))
         if stop_at is not None:
             sequence.text = sequence.text[:stop_at]
             self._emit(sequence, token, logprobs, final=True)
             return "stop"
-        out_of_positions = self.loaded.max_positions is not None and position + 1 >= self.loaded.max_positions
-        if len(sequence.output_ids) >= params.max_new_tokens or out_of_positions:
+        if last:
             self._emit(sequence, token, logprobs, final=True)
             return "length"
         self._emit(sequence, token, logprobs, final=False)
@@ -526,6 +534,8 @@ def _zero_padding(cache: Any, mask: torch.Tensor) -> None:
         )
 
 
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    found = [text.find(stop) for stop in stops if stop and stop in text]
+def _first_stop(text: str, stops: tuple[str, ...], start: int = 0) -> int | None:
+    """Where the first stop string begins in `text`, looking only from `start` (what came before was
+    searched already)."""
+    found = [at for stop in stops if stop and (at := text.find(stop, start)) >= 0]
     return min(found) if found else None
