@@ -23,7 +23,7 @@ class Detokenizer:
     def add(self, ids: list[int]) -> str:
         """The text of `ids` mid-stream, `ids[-1]` being the token just generated; what ends inside a
         multi-byte character is held until the rest arrives."""
-        if self.stream is None:
+        if self.stream is None or self.backend is None:
             return self.whole(ids)
         self.text += self.stream.step(self.backend, ids[-1]) or ""
         return self.text

@@ -23,10 +23,17 @@ from .detokenize import Detokenizer
 from .errors import ApiError, InvalidRequest, Timeout
 from .grammar import Constraint
 from .kvbudget import Row, peak_tokens
+from .kvcache import BatchLayer, batch_cache, compaction_order
 from .model import LoadedModel
 from .sampling import History, SamplingParams, TokenLogprobs, choose, logprobs_of, make_generator
 
 log = logging.getLogger("model_runtime.engine")
+
+
+# Prompt tokens (rows x the longest, padding included) prefilled per cycle, between decode steps: a burst of
+# prompts joins over several steps, and a longer prompt is read in pieces of this size, so the running
+# sequences wait at most one piece for their next token.
+PREFILL_TOKENS = 512
 
 
 def kv_refusal(row: Row, capacity: int) -> InvalidRequest:
@@ -117,6 +124,16 @@ class _Sequence:
             self.work.sink(event)
         else:
             self.held.append(event)
+
+
+@dataclass
+class _Chunking:
+    """A prompt being prefilled piece by piece: how far, and the cache of the pieces so far."""
+
+    sequence: _Sequence
+    done: int = 0
+    cache: Any = None
+    seconds: float = 0.0
 
 
 class Engine:
@@ -219,9 +236,12 @@ class GenerationEngine(Engine):
         max_batch_wait_ms: int,
         metrics: EngineMetrics | None = None,
         kv_capacity: int | None = None,
+        prefill_tokens: int = PREFILL_TOKENS,
     ) -> None:
         super().__init__(loaded, max_batch_size, max_batch_wait_ms, metrics)
         self.kv_capacity = kv_capacity  # tokens of KV cache the batch's worst case must fit in (kvbudget)
+        self.prefill_tokens = prefill_tokens
+        self.chunking: _Chunking | None = None  # a prompt longer than prefill_tokens, prefilled a piece a cycle
         self.cache_tokens = 0  # rows x width of the cache now
         self.peak_cache_tokens = 0
         self.active: list[_Sequence] = []
@@ -232,9 +252,10 @@ class GenerationEngine(Engine):
 
     # ---- the loop -----------------------------------------------------------------------------------
     def _cycle(self) -> None:
-        fresh = self._take(self.max_batch_size - len(self.active), block=not self.active)
+        busy = bool(self.active) or self.chunking is not None
+        fresh = self._take(self.max_batch_size - len(self.active) - (self.chunking is not None), block=not busy)
         joining = []
-        for work in self._admitted(fresh):
+        for work in self._within_prefill_budget(self._admitted(fresh)):
             try:
                 generator = make_generator(work.params, self.loaded.device)
                 grammar = work.params.grammar
@@ -243,7 +264,12 @@ class GenerationEngine(Engine):
                 joining.append(_Sequence(work, generator, detokenizer, constraint=constraint))
             except (ValueError, RuntimeError) as error:  # refused alone, before it joins the batch
                 work.sink(InvalidRequest(str(error), param="seed"))
-        if joining:
+        if self.chunking is not None:
+            self._prefill_chunk(self.chunking)
+        elif len(joining) == 1 and len(joining[0].work.prompt_ids) > self.prefill_tokens:
+            self.chunking = _Chunking(joining[0])
+            self._prefill_chunk(self.chunking)
+        elif joining:
             self._prefill(joining)
         if self.active:
             self._decode_step()
@@ -254,6 +280,24 @@ class GenerationEngine(Engine):
         length = len(sequence.work.prompt_ids) + len(sequence.output_ids)
         return Row(length, max(0, sequence.work.params.max_new_tokens - len(sequence.output_ids)))
 
+    def _within_prefill_budget(self, works: list[GenerationWork]) -> list[GenerationWork]:
+        """The first requests whose prefill, padded to the longest, fits the cycle's prefill budget (at least
+        one: a longer prompt is prefilled alone, in pieces); the rest wait for the next cycles, so a burst
+        of prompts does not stall the running sequences for one long prefill. Nothing new while a long
+        prompt is still being prefilled."""
+        if self.chunking is not None:
+            self._deferred.extendleft(reversed(works))
+            return []
+        taken = 0
+        longest = 0
+        for work in works:
+            longest = max(longest, len(work.prompt_ids))
+            if taken and (taken + 1) * longest > self.prefill_tokens:
+                break
+            taken += 1
+        self._deferred.extendleft(reversed(works[taken:]))
+        return works[:taken]
+
     def _admitted(self, fresh: list[Work]) -> list[GenerationWork]:
         """The fresh requests whose joining keeps the batch's worst case within the KV budget, in order; the
         first that does not fit and every one after it wait (deferred) for rows to finish. One that could
@@ -262,6 +306,8 @@ class GenerationEngine(Engine):
         if self.kv_capacity is None or not works:  # the common cycle, a decode step with nobody new: no arithmetic
             return works
         rows = [self._row(sequence) for sequence in self.active]
+        if self.chunking is not None:
+            rows.append(self._row(self.chunking.sequence))
         admitted: list[GenerationWork] = []
         for index, work in enumerate(works):
             row = Row(len(work.prompt_ids), work.params.max_new_tokens)
@@ -285,6 +331,9 @@ class GenerationEngine(Engine):
     def _fail_all(self, error: ApiError) -> None:
         for sequence in self.active:
             sequence.work.sink(error)
+        if self.chunking is not None:
+            self.chunking.sequence.work.sink(error)
+            self.chunking = None
         self.active, self.cache, self.mask, self.positions, self.last_tokens = [], None, None, None, None
 
     # ---- prefill: new sequences join ----------------------------------------------------------------
@@ -319,8 +368,41 @@ class GenerationEngine(Engine):
         self._join(sequences, cache, mask, next_positions)
         self._advance(logits, first=len(self.active) - len(sequences))
 
+    def _prefill_chunk(self, chunking: _Chunking) -> None:
+        """The next piece of a long prompt, on top of the cache of its pieces so far; the sequence joins the
+        batch with its first token once the last piece is in."""
+        sequence = chunking.sequence
+        work = sequence.work
+        if work.cancelled.is_set() or time.monotonic() > work.deadline:
+            if not work.cancelled.is_set():
+                work.sink(Timeout("the request timed out while its prompt was read"))
+            self.chunking = None
+            return
+        started = time.monotonic()
+        prompt = work.prompt_ids
+        end = min(len(prompt), chunking.done + self.prefill_tokens)
+        device = self.loaded.device
+        ids = torch.tensor([prompt[chunking.done : end]], dtype=torch.long, device=device)
+        positions = torch.arange(chunking.done, end, dtype=torch.long, device=device).unsqueeze(0)
+        self.metrics.batch(1)
+        output = self.loaded.model(
+            input_ids=ids, position_ids=positions, past_key_values=chunking.cache, use_cache=True, logits_to_keep=1
+        )
+        chunking.cache, chunking.done = output.past_key_values, end
+        chunking.seconds += time.monotonic() - started
+        if end < len(prompt):
+            return
+        self.chunking = None
+        sequence.started = started
+        self.metrics.prefill(chunking.seconds)
+        self.metrics.first_token(time.monotonic() - work.enqueued)
+        mask = torch.ones((1, len(prompt)), dtype=torch.long, device=device)
+        self._join([sequence], chunking.cache, mask, torch.tensor([len(prompt)], device=device))
+        self._advance(output.logits[:, -1, :].to(torch.float32), first=len(self.active) - 1)
+
     def _join(self, sequences: list[_Sequence], cache: Any, mask: torch.Tensor, positions: torch.Tensor) -> None:
         if not self.active:
+            batch_cache(cache)  # in place when every layer is a plain one; else concatenated as below
             self.cache, self.mask, self.positions = cache, mask, positions
             self.active = list(sequences)
             return
@@ -328,6 +410,9 @@ class GenerationEngine(Engine):
         assert self.positions is not None
         width = max(self.mask.shape[1], mask.shape[1])
         for old_layer, new_layer in zip(self.cache.layers, cache.layers, strict=True):
+            if isinstance(old_layer, BatchLayer):
+                old_layer.join(new_layer.keys, new_layer.values)
+                continue
             old_layer.keys = torch.cat([_left_pad(old_layer.keys, width, -2), _left_pad(new_layer.keys, width, -2)])
             old_layer.values = torch.cat(
                 [_left_pad(old_layer.values, width, -2), _left_pad(new_layer.values, width, -2)]
@@ -453,15 +538,15 @@ class GenerationEngine(Engine):
             sequence.emitted = len(sequence.text)
 
     def _drop(self, indices: list[int]) -> None:
-        keep = [i for i in range(len(self.active)) if i not in set(indices)]
-        if not keep:
+        order = compaction_order(len(self.active), indices)
+        if not order:
             self.active, self.cache, self.mask, self.positions, self.last_tokens = [], None, None, None, None
             return
         assert self.mask is not None
         assert self.positions is not None
         assert self.last_tokens is not None
-        index = torch.tensor(keep, device=self.mask.device)
-        self.active = [self.active[i] for i in keep]
+        index = torch.tensor(order, device=self.mask.device)
+        self.active = [self.active[i] for i in order]
         self.mask = self.mask.index_select(0, index)
         self.positions = self.positions.index_select(0, index)
         self.last_tokens = self.last_tokens.index_select(0, index)
@@ -470,6 +555,9 @@ class GenerationEngine(Engine):
         start = int(used[0]) if len(used) else 0
         self.mask = self.mask[:, start:]
         for layer in self.cache.layers:
+            if isinstance(layer, BatchLayer):
+                layer.select(order, start)
+                continue
             layer.keys = layer.keys.index_select(0, index)[..., start:, :]
             layer.values = layer.values.index_select(0, index)[..., start:, :]
 

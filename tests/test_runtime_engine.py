@@ -9,16 +9,21 @@ from typing import Any
 import pytest
 import torch
 
-from model_runtime.engine import Finished, GenerationEngine, GenerationWork, TokenEvent
+from model_runtime.engine import PREFILL_TOKENS, Finished, GenerationEngine, GenerationWork, TokenEvent
 from model_runtime.errors import ApiError
 from model_runtime.sampling import SamplingParams, choose, nucleus_filter
 
 
 def run_all(
-    loaded: Any, prompts: list[list[int]], params: list[SamplingParams], max_batch: int = 16, stagger: float = 0.0
+    loaded: Any,
+    prompts: list[list[int]],
+    params: list[SamplingParams],
+    max_batch: int = 16,
+    stagger: float = 0.0,
+    prefill_tokens: int = PREFILL_TOKENS,
 ) -> list[tuple[list[int], str, str]]:
     """Submit every prompt (optionally staggered so later ones join a running batch); collect results."""
-    engine = GenerationEngine(loaded, max_batch, 5)
+    engine = GenerationEngine(loaded, max_batch, 5, prefill_tokens=prefill_tokens)
     engine.start()
     results: list[dict[str, Any]] = [{"ids": [], "text": "", "done": threading.Event()} for _ in prompts]
 

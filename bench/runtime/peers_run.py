@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import os
 import platform
 import random
@@ -258,7 +259,7 @@ def ceiling(folder: Path) -> Ceiling:
     from safetensors import safe_open
 
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:
-        parameters = sum(weights.get_slice(key).get_shape().numel() for key in weights.keys())  # noqa: SIM118
+        parameters = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
     buffer = torch.ones(256 * 1024 * 1024, dtype=torch.float32)
     best = float("inf")
     for _ in range(5):
