@@ -323,7 +323,7 @@ class GenerationEngine(Engine):
 
     def _measure_cache(self) -> None:
         width = 0 if self.mask is None else int(self.mask.shape[1])
-        self.cache_tokens = len(self.active) * width
+        self.cache_tokens = len(self.active) * width + (self.chunking.done if self.chunking is not None else 0)
         self.peak_cache_tokens = max(self.peak_cache_tokens, self.cache_tokens)
         if self.kv_capacity:
             self.metrics.kv_cache_usage(self.cache_tokens / self.kv_capacity)

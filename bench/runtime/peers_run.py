@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -180,7 +181,10 @@ def launch(name: str, folder: Path, gguf: Path, port: int, slots: int) -> tuple[
         version = f"llama.cpp from llama-cpp-python {llamacpp.LLAMA_CPP_PYTHON_VERSION}"
         server = Server(name, version, "Q4_1 (GGUF)", flags, "/health")
     log = open(Path("/tmp") / f"bench-{name}.log", "wb")  # noqa: SIM115 - the child holds it
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/tmp")
+    # A session of its own: stopping vLLM signals its whole process group, which must not be ours.
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/tmp", start_new_session=True
+    )
     return process, server
 
 
@@ -227,11 +231,21 @@ async def measure(
             print(f"  {name} c={level}: {results[-1].tps:.1f} tok/s", flush=True)
         return server, results
     finally:
-        process.terminate()
+        stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """The server and every process it started (vLLM's engine core and workers)."""
+    for sent in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sent)
+        except ProcessLookupError:
+            return
         try:
             process.wait(timeout=60)
+            return
         except subprocess.TimeoutExpired:
-            process.kill()
+            continue
 
 
 @dataclass
@@ -347,17 +361,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.servers:
         server, figures = asyncio.run(measure(name, folder, smollm2_gguf(), args.levels, texts))
         servers[name], results[name] = server, figures
+        if args.json:  # written after each server, so a later failure keeps what was measured
+            write_json(args.json, roof, servers, results)
     for server in servers.values():
         print(f"- {server.name}: {server.version}, {server.dtype}, flags {' '.join(server.flags)}")
     print(table(results, roof, args.levels), flush=True)
-    if args.json:
-        document = {
-            "ceiling": asdict(roof),
-            "servers": {n: asdict(s) for n, s in servers.items()},
-            "figures": {n: [f.summary() | {"concurrency": f.concurrency} for f in fs] for n, fs in results.items()},
-        }
-        args.json.write_text(json.dumps(document, indent=2))
     return 0
+
+
+def write_json(path: Path, roof: Ceiling, servers: dict[str, Server], results: dict[str, list[Figures]]) -> None:
+    document = {
+        "ceiling": asdict(roof),
+        "servers": {n: asdict(s) for n, s in servers.items()},
+        "figures": {n: [f.summary() | {"concurrency": f.concurrency} for f in fs] for n, fs in results.items()},
+    }
+    path.write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":
