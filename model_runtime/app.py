@@ -74,7 +74,6 @@ def load_and_start(settings: RuntimeSettings, dataplane: DataPlane) -> None:
     engine = build_engine(settings, loaded, dataplane.metrics)
     engine.start()
     dataplane.attach(loaded, engine)
-    dataplane.metrics.bind_gauges(lambda: engine.waiting, dataplane.drift.score)
     warm_up(engine, loaded)
     if settings.fault_warmup_seconds:
         log.warning(

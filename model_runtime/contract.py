@@ -86,6 +86,16 @@ ROUTER_WEIGHT = "modelship_router_weight"
 # The share of the KV-cache budget the running batch holds, with the meaning of vLLM's
 # vllm:kv_cache_usage_perc (0..1): what an endpoint picker reads to place requests.
 KV_CACHE_USAGE = "modelship_kv_cache_usage_ratio"
+REQUESTS_WAITING = "modelship_requests_waiting"  # queued for the engine, not yet in its batch
+SEQUENCES_RUNNING = "modelship_sequences_running"  # in the engine's running batch (a request with n > 1, n)
+# What the Gateway API Inference Extension's endpoint picker reads from a model server (its model-server
+# protocol, with the meaning of vllm:num_requests_waiting, vllm:num_requests_running and
+# vllm:kv_cache_usage_perc): the metric names a picker in front of ModelShip's runtime is configured with.
+POOL_METRICS = {
+    "TotalQueuedRequests": REQUESTS_WAITING,
+    "TotalRunningRequests": SEQUENCES_RUNNING,
+    "KVCacheUtilization": KV_CACHE_USAGE,
+}
 KV_CACHE_CAPACITY = "modelship_kv_cache_capacity_tokens"
 TOKENIZER_LABEL = "tokenizer_fingerprint"  # model_runtime.fingerprint: same value, same tokenization
 CONFIG_LABEL = "config_fingerprint"

@@ -133,6 +133,7 @@ class DataPlane:
             self.fingerprints.tokenizer,
             self.fingerprints.config,
         )
+        self.metrics.bind_gauges(lambda: engine.waiting, self.drift.score)
 
     # ---- shared steps -------------------------------------------------------------------------------
     def _check_model(self, name: str) -> None:

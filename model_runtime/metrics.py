@@ -23,6 +23,8 @@ from .contract import (
     OUTCOME_LABEL,
     REQUEST_DURATION,
     REQUESTS_TOTAL,
+    REQUESTS_WAITING,
+    SEQUENCES_RUNNING,
     SOURCE_LABEL,
     SOURCE_USER,
     TIME_TO_FIRST_TOKEN,
@@ -103,7 +105,15 @@ class RuntimeMetrics:
         self.prompt_tokens = Counter("modelship_prompt_tokens_total", "Prompt tokens processed.", IDENTITY, registry=r)
         self.generation_tokens = Counter("modelship_generation_tokens_total", "Tokens generated.", IDENTITY, registry=r)
         self.running = Gauge("modelship_requests_running", "Requests being processed.", IDENTITY, registry=r)
-        self.waiting = Gauge("modelship_requests_waiting", "Requests queued for the model.", IDENTITY, registry=r)
+        self.waiting = Gauge(
+            REQUESTS_WAITING, "Requests queued for the model, not yet in its batch.", IDENTITY, registry=r
+        )
+        self.sequences_running = Gauge(
+            SEQUENCES_RUNNING,
+            "Sequences in the running batch, as vLLM's num_requests_running.",
+            IDENTITY,
+            registry=r,
+        )
         self.kv_cache_usage_ratio = Gauge(
             KV_CACHE_USAGE,
             "Share of the KV-cache budget the running batch holds (0..1), as vLLM's kv_cache_usage_perc.",
@@ -149,6 +159,7 @@ class RuntimeMetrics:
 
     def bind_gauges(self, waiting: Callable[[], float], drift: Callable[[], float | None]) -> None:
         self.waiting.labels(**self.identity).set_function(waiting)
+        self.sequences_running.labels(**self.identity).set(0)
         self.input_drift.labels(**self.identity).set_function(lambda: drift() or 0.0)
 
     def choice(self, endpoint: str, outcome: str) -> None:
@@ -185,7 +196,7 @@ class RuntimeMetrics:
         self.time_to_first_token.labels(**self.identity).observe(seconds)
 
     def running_sequences(self, count: int) -> None:
-        return  # requests_running counts whole requests; the dataplane keeps it
+        self.sequences_running.labels(**self.identity).set(count)
 
     def kv_cache_usage(self, ratio: float) -> None:
         self.kv_cache_usage_ratio.labels(**self.identity).set(ratio)
