@@ -71,6 +71,7 @@ def desired_children(
 ) -> Children:
     backends: list[dict[str, Any]] = []
     missing = []
+    traffic = traffic_for(spec)
     for revision, replicas in sorted(decision.plan.items()):
         record = records.get(revision)
         if record is None and revision != desired_revision:
@@ -78,8 +79,9 @@ def desired_children(
             continue
         backends.append(revision_deployment(name, spec_for(spec, record), revision, replicas, settings))
         backends.append(revision_service(name, revision))
+        backends += traffic.revision_objects(name, spec, revision, settings)
     routing = (
-        traffic_for(spec).objects(name, namespace, spec, settings, decision.stable, decision.canary, decision.weight)
+        traffic.objects(name, namespace, spec, settings, decision.stable, decision.canary, decision.weight)
         if decision.stable
         else []
     )

@@ -8,13 +8,18 @@ from typing import Any
 
 from model_runtime.contract import SERVICE_PORT_NAME, RoutingConfig, scrape_annotations
 
-from .api.spec import ModelDeploymentSpec
+from .api.spec import EndpointPicker, InferencePoolSettings, ModelDeploymentSpec
 from .naming import (
+    COMPONENT_ENDPOINT_PICKER,
     COMPONENT_ROUTER,
+    LABEL_COMPONENT,
+    LABEL_MODEL_DEPLOYMENT,
+    LABEL_REVISION,
     ROUTING_KEY,
     RUNTIME_PORT,
     SERVICE_PORT,
     common_labels,
+    endpoint_picker_name,
     model_pods_selector,
     revision_labels,
     revision_name,
@@ -27,6 +32,11 @@ from .servers import SHUTDOWN_SECONDS, WRITABLE, identity_env, secret_env, serve
 from .settings import OperatorSettings
 
 MODELS_MOUNT = "/models"
+INFERENCE_GROUP = "inference.networking.k8s.io"
+# The ports the GIE reference picker and its Helm chart use: ext-proc gRPC for the Gateway, gRPC health.
+PICKER_GRPC_PORT = 9002
+PICKER_HEALTH_PORT = 9003
+PICKER_HEALTH_SERVICE = "inference-extension"
 # How long a model pod may take to load and warm up before kubelet restarts it: large models take minutes.
 MODEL_STARTUP_SECONDS = 900
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -295,14 +305,27 @@ def router_objects(
     return [config_map, account, role, binding, deployment, service]
 
 
+def _route_backend(name: str, revision: str, weight: int, pools: bool) -> dict[str, Any]:
+    if pools:
+        # An InferencePool is named like the revision's Service; the Gateway sends to the pod its picker picks.
+        return {
+            "group": INFERENCE_GROUP,
+            "kind": "InferencePool",
+            "name": revision_name(name, revision),
+            "weight": weight,
+        }
+    return {"name": revision_name(name, revision), "port": SERVICE_PORT, "weight": weight}
+
+
 def http_route(
     name: str, namespace: str, spec: ModelDeploymentSpec, stable: str, canary: str | None, weight: int
 ) -> dict[str, Any]:
     gateway = spec.traffic.gateway
     assert gateway is not None, "the models require traffic.gateway in gatewayAPI mode"
-    backends = [{"name": revision_name(name, stable), "port": SERVICE_PORT, "weight": 100 - (weight if canary else 0)}]
+    pools = gateway.inference_pool is not None
+    backends = [_route_backend(name, stable, 100 - (weight if canary else 0), pools)]
     if canary:
-        backends.append({"name": revision_name(name, canary), "port": SERVICE_PORT, "weight": weight})
+        backends.append(_route_backend(name, canary, weight, pools))
     route: dict[str, Any] = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -322,3 +345,98 @@ def http_route(
     if gateway.hostnames:
         route["spec"]["hostnames"] = list(gateway.hostnames)
     return route
+
+
+def inference_pool(name: str, revision: str, settings: InferencePoolSettings) -> dict[str, Any]:
+    """One revision's pods as a GIE InferencePool; the picker, when there is one, is the revision's own."""
+    pool: dict[str, Any] = {
+        "apiVersion": f"{INFERENCE_GROUP}/v1",
+        "kind": "InferencePool",
+        "metadata": {"name": revision_name(name, revision), "labels": revision_labels(name, revision)},
+        "spec": {
+            "selector": {"matchLabels": revision_selector(name, revision)},
+            "targetPorts": [{"number": RUNTIME_PORT}],
+        },
+    }
+    if settings.endpoint_picker is not None:
+        pool["spec"]["endpointPickerRef"] = {
+            "name": endpoint_picker_name(name, revision),
+            "port": {"number": PICKER_GRPC_PORT},
+            "failureMode": settings.endpoint_picker.failure_mode,
+        }
+    return pool
+
+
+def endpoint_picker_objects(
+    name: str, revision: str, picker: EndpointPicker, settings: OperatorSettings
+) -> list[dict[str, Any]]:
+    """The Deployment and Service of one pool's picker. The picker reads the model pods' metrics itself
+    (waiting and running requests, KV-cache use: contract.POOL_METRICS names them for ModelShip's runtime)."""
+    picker_name = endpoint_picker_name(name, revision)
+    labels = common_labels(name, COMPONENT_ENDPOINT_PICKER) | {LABEL_REVISION: revision}
+    pod_spec: dict[str, Any] = {
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(),
+        "terminationGracePeriodSeconds": 15,
+        "containers": [
+            {
+                "name": "endpoint-picker",
+                "image": picker.image,
+                "args": [
+                    f"--pool-name={revision_name(name, revision)}",
+                    "--pool-namespace=$(POD_NAMESPACE)",
+                    f"--pool-group={INFERENCE_GROUP}",
+                    f"--grpc-port={PICKER_GRPC_PORT}",
+                    f"--grpc-health-port={PICKER_HEALTH_PORT}",
+                    *picker.args,
+                ],
+                "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                "ports": [
+                    {"name": "grpc", "containerPort": PICKER_GRPC_PORT, "protocol": "TCP"},
+                    {"name": "grpc-health", "containerPort": PICKER_HEALTH_PORT, "protocol": "TCP"},
+                ],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+                "securityContext": _container_security(settings.runtime_user),
+                # Ready once the picker has synced its pool (the GIE pickers' own health service); alive while
+                # its gRPC server answers at all.
+                "readinessProbe": {
+                    "grpc": {"port": PICKER_HEALTH_PORT, "service": PICKER_HEALTH_SERVICE},
+                    "periodSeconds": 2,
+                },
+                "livenessProbe": {"grpc": {"port": PICKER_HEALTH_PORT}, "periodSeconds": 10, "failureThreshold": 6},
+            }
+        ],
+    }
+    if picker.service_account_name:
+        pod_spec["serviceAccountName"] = picker.service_account_name
+    selector = {"matchLabels": {key: labels[key] for key in (LABEL_MODEL_DEPLOYMENT, LABEL_COMPONENT, LABEL_REVISION)}}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": picker_name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 2,
+            "selector": selector,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": picker_name, "labels": labels},
+        "spec": {
+            "selector": selector["matchLabels"],
+            # The Gateway's ext-proc client speaks gRPC, HTTP/2 without TLS, to the picker.
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": PICKER_GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                }
+            ],
+        },
+    }
+    return [deployment, service]

@@ -65,3 +65,11 @@ def model_pods_selector(name: str) -> dict[str, str]:
 
 def router_selector(name: str) -> dict[str, str]:
     return {LABEL_MODEL_DEPLOYMENT: name, LABEL_COMPONENT: COMPONENT_ROUTER}
+
+
+COMPONENT_ENDPOINT_PICKER = "endpoint-picker"
+
+
+def endpoint_picker_name(name: str, revision: str) -> str:
+    """The Deployment and Service of one revision's endpoint picker (gatewayAPI mode with InferencePools)."""
+    return f"{revision_name(name, revision)}-epp"

@@ -21,7 +21,14 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from .api.spec import ModelDeploymentSpec
-from .manifests import http_route, replicas_service, router_objects, routing_config
+from .manifests import (
+    endpoint_picker_objects,
+    http_route,
+    inference_pool,
+    replicas_service,
+    router_objects,
+    routing_config,
+)
 from .settings import OperatorSettings
 
 
@@ -43,10 +50,23 @@ class TrafficRouter(Protocol):
         """The objects that route requests with this split (besides the per-revision ones)."""
         ...
 
+    def revision_objects(
+        self, name: str, spec: ModelDeploymentSpec, revision: str, settings: OperatorSettings
+    ) -> list[dict[str, Any]]:
+        """What this mode adds beside each revision's Deployment and Service (applied with them)."""
+        ...
+
     def keeps_idle_pods(self) -> bool:
         """Whether a revision at weight 0 (a rolled-back canary, a replaced stable) can keep running without
         taking traffic; not when one Service selects every revision's pods."""
         ...
+
+
+class NothingPerRevision:
+    def revision_objects(
+        self, name: str, spec: ModelDeploymentSpec, revision: str, settings: OperatorSettings
+    ) -> list[dict[str, Any]]:
+        return []
 
 
 class FullSizeTracks:
@@ -60,7 +80,7 @@ class FullSizeTracks:
         return True
 
 
-class RouterTraffic(FullSizeTracks):
+class RouterTraffic(FullSizeTracks, NothingPerRevision):
     """The ModelShip router splits by weight and mirrors."""
 
     def objects(
@@ -77,7 +97,19 @@ class RouterTraffic(FullSizeTracks):
 
 
 class GatewayTraffic(FullSizeTracks):
-    """An HTTPRoute with weighted backendRefs to the per-revision Services."""
+    """An HTTPRoute with weighted backendRefs to the per-revision Services, or to per-revision
+    InferencePools (each with its own endpoint picker, when one is configured)."""
+
+    def revision_objects(
+        self, name: str, spec: ModelDeploymentSpec, revision: str, settings: OperatorSettings
+    ) -> list[dict[str, Any]]:
+        pools = spec.traffic.gateway.inference_pool if spec.traffic.gateway else None
+        if pools is None:
+            return []
+        objects = [inference_pool(name, revision, pools)]
+        if pools.endpoint_picker is not None:
+            objects += endpoint_picker_objects(name, revision, pools.endpoint_picker, settings)
+        return objects
 
     def objects(
         self,
@@ -92,7 +124,7 @@ class GatewayTraffic(FullSizeTracks):
         return [http_route(name, namespace, spec, stable, canary, weight)]
 
 
-class ReplicaTraffic:
+class ReplicaTraffic(NothingPerRevision):
     """One Service over both revisions; the weight is approximated by pod counts."""
 
     def replicas(self, total: int, weight: int) -> tuple[int, int]:

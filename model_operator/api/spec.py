@@ -285,6 +285,33 @@ class GatewayParentRef(ApiModel):
     """A listener of the Gateway."""
 
 
+class EndpointPicker(ApiModel):
+    """An endpoint picker (the Gateway API Inference Extension's EPP) that the operator runs beside each
+    revision's InferencePool: a pool is picked from by its own picker, so each revision gets one."""
+
+    image: str = Field(min_length=1, max_length=1024, pattern=rf"^[^{_NOT_SPACE}]+$")
+    """The picker's image, e.g. the GIE reference EPP or llm-d's inference scheduler."""
+
+    args: list[ServerArgument] = Field(default_factory=list, max_length=64)
+    """Extra arguments, after the pool's name and namespace and the gRPC ports the operator sets."""
+
+    service_account_name: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    """The picker pods' ServiceAccount; it needs get, list and watch on pods and inferencepools in the
+    namespace. The namespace's default account when unset."""
+
+    failure_mode: Literal["FailOpen", "FailClose"] = "FailClose"
+    """What the Gateway does when the picker does not answer: refuse the request or pick any pod."""
+
+
+class InferencePoolSettings(ApiModel):
+    """Each revision's pods in their own InferencePool (inference.networking.k8s.io/v1), the HTTPRoute's
+    weights moving between the pools."""
+
+    endpoint_picker: EndpointPicker | None = None
+    """The picker the operator runs per pool; without one the pools name no picker and the Gateway's own
+    default (if it has one) applies."""
+
+
 class Gateway(ApiModel):
     """Settings of the `gatewayAPI` traffic mode."""
 
@@ -293,6 +320,10 @@ class Gateway(ApiModel):
 
     hostnames: list[str] = Field(default_factory=list, max_length=16)
     """Host names the HTTPRoute matches; all when empty."""
+
+    inference_pool: InferencePoolSettings | None = None
+    """Route to one InferencePool per revision (Gateway API Inference Extension) instead of one Service per
+    revision; the GIE CRDs must be installed."""
 
 
 class Traffic(ApiModel):
