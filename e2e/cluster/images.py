@@ -224,54 +224,64 @@ def build() -> Images:
 LLAMACPP_BINARY = "/usr/local/bin/llama-server"
 
 
-def llamacpp_tag(base: str, binary: Path) -> str:
-    """`localhost/modelship/llamacpp:<hash>`, the hash over the base and the llama-server binary."""
-    return f"localhost/modelship/llamacpp:{_digest([base.encode(), binary.read_bytes()])}"
-
-
-def _build_llamacpp(base: str, binary: Path, tag: str, log: Path) -> None:
-    """llama.cpp's llama-server on the bare base, as uid 1000 (it needs glibc only: see e2e.cluster.llamacpp)."""
-    container = _run("creating the llama.cpp container", ["buildah", "from", "--pull-never", base], log)
+def _build_binary_image(name: str, base: str, binary: Path, path: str, tag: str, log: Path) -> None:
+    """One binary on the bare base as its entrypoint, as uid 1000 (it needs glibc at most)."""
+    container = _run(f"creating the {name} container", ["buildah", "from", "--pull-never", base], log)
     try:
-        copy = ["buildah", "copy", "--chmod", "0755", container, str(binary), LLAMACPP_BINARY]
-        _run("copying llama-server", copy, log)
+        copy = ["buildah", "copy", "--chmod", "0755", container, str(binary), path]
+        _run(f"copying {binary.name}", copy, log)
         _run(
-            "configuring the llama.cpp image",
+            f"configuring the {name} image",
             [
                 "buildah",
                 "config",
                 "--entrypoint",
-                f'["{LLAMACPP_BINARY}"]',
+                f'["{path}"]',
                 "--cmd",
                 "",
                 "--user",
                 "1000:1000",
                 "--label",
-                "modelship.image=modelship/llamacpp",
+                f"modelship.image=modelship/{name}",
                 container,
             ],
             log,
         )
-        _run("committing the llama.cpp image", ["buildah", "commit", "--rm", container, tag], log)
+        _run(f"committing the {name} image", ["buildah", "commit", "--rm", container, tag], log)
     except BaseException:
         subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
         raise
+
+
+def binary_image_tag(name: str, base: str, binary: Path) -> str:
+    """`localhost/modelship/NAME:<hash>`, the hash over the base and the binary."""
+    return f"localhost/modelship/{name}:{_digest([base.encode(), binary.read_bytes()])}"
+
+
+def _binary_image(name: str, binary: Path, path: str) -> str:
+    with _build_lock():
+        tag = binary_image_tag(name, base_tag(), binary)
+        if not _exists(tag):
+            started = time.monotonic()
+            _say(f"[images] building {tag} (log: {build_log()})")
+            _build_binary_image(name, base_tag(), binary, path, tag, build_log())
+            _say(f"[images] {tag} built in {time.monotonic() - started:.0f}s")
+            _remove_stale(tag)
+        return tag
 
 
 def build_llamacpp() -> str:
     """The image of llama.cpp's own server (built from the pinned llama-cpp-python sdist on first use), for
     the scenarios where ModelShip rolls out a server that is not its own. Not part of `build()`: its first
     build takes about 20 minutes, and only those scenarios need it."""
-    binary = llamacpp.build()
-    with _build_lock():
-        tag = llamacpp_tag(base_tag(), binary)
-        if not _exists(tag):
-            started = time.monotonic()
-            _say(f"[images] building {tag} (log: {build_log()})")
-            _build_llamacpp(base_tag(), binary, tag, build_log())
-            _say(f"[images] {tag} built in {time.monotonic() - started:.0f}s")
-            _remove_stale(tag)
-        return tag
+    return _binary_image("llamacpp", llamacpp.build(), LLAMACPP_BINARY)
+
+
+def build_endpoint_picker() -> str:
+    """The image of the Gateway API Inference Extension's lightweight endpoint picker (built from the Go
+    module proxy on first use), for the InferencePool scenario."""
+    picker = tools.build(tools.ENDPOINT_PICKER)
+    return _binary_image("lwepp", picker.binary("lwepp"), "/usr/local/bin/lwepp")
 
 
 def main(argv: list[str] | None = None) -> int:

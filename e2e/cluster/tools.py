@@ -23,6 +23,7 @@ ETCD_VERSION = "v3.6.8"
 PROMETHEUS_VERSION = "v0.309.1"  # Prometheus 3.9.1: its Go module is tagged v0.MAJOR*100+MINOR.PATCH
 HELM_VERSION = "v3.19.5"
 GATEWAY_API_VERSION = "v1.4.1"
+INFERENCE_EXTENSION_VERSION = "v1.6.2"
 
 
 class ToolError(RuntimeError):
@@ -120,6 +121,14 @@ ALL_TOOLS = (ETCD, KUBERNETES, PROMETHEUS, HELM)
 KWOK_VERSION = "v0.8.0"
 KWOK = GoTool(
     name="kwok", module="sigs.k8s.io/kwok", version=KWOK_VERSION, packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"}
+)
+# Only the InferencePool scenario needs it: the Gateway API Inference Extension's lightweight endpoint
+# picker, which watches one InferencePool and its pods and reports serving once it has synced the pool.
+ENDPOINT_PICKER = GoTool(
+    name="lwepp",
+    module="sigs.k8s.io/gateway-api-inference-extension",
+    version=INFERENCE_EXTENSION_VERSION,
+    packages={"lwepp": "sigs.k8s.io/gateway-api-inference-extension/cmd/lwepp"},
 )
 # Only the router benchmark needs it: an HTTP load generator with a fixed request rate.
 HEY = GoTool(name="hey", module="github.com/rakyll/hey", version="v0.1.5", packages={"hey": "github.com/rakyll/hey"})
@@ -243,21 +252,35 @@ def require_debian_packages(*commands: str) -> None:
             raise ToolError(f"`{' '.join(argv)}` failed: {done.stderr.strip()[-800:]}")
 
 
-def gateway_api_crds() -> Path:
-    """The Gateway API's standard-channel CRDs, from the sigs.k8s.io/gateway-api Go module."""
+def _crd_directory(module: str, version: str, subdirectory: str) -> Path:
+    """A folder of CRDs inside a Go module, as the Go module proxy serves it (downloaded when missing)."""
     out = subprocess.run(
-        [_go(), "mod", "download", "-json", f"sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"],
+        [_go(), "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True,
         text=True,
         check=False,
         cwd=Path.home(),
+        timeout=600,
     )
     if out.returncode != 0:
-        raise ToolError(f"cannot download sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}: {out.stderr.strip()}")
-    directory = Path(json.loads(out.stdout)["Dir"]) / "config" / "crd" / "standard"
+        raise ToolError(f"cannot download {module}@{version}: {out.stdout.strip()} {out.stderr.strip()}")
+    directory = Path(json.loads(out.stdout)["Dir"]) / subdirectory
     if not directory.is_dir():
-        raise ToolError(f"sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION} has no {directory}")
+        raise ToolError(f"{module}@{version} has no {directory}")
     return directory
+
+
+def gateway_api_crds() -> Path:
+    """The Gateway API's standard-channel CRDs, from the sigs.k8s.io/gateway-api Go module."""
+    return _crd_directory("sigs.k8s.io/gateway-api", GATEWAY_API_VERSION, "config/crd/standard")
+
+
+def inference_extension_crds() -> Path:
+    """The Gateway API Inference Extension's InferencePool CRD (inference.networking.k8s.io/v1)."""
+    directory = _crd_directory(
+        "sigs.k8s.io/gateway-api-inference-extension", INFERENCE_EXTENSION_VERSION, "config/crd/bases"
+    )
+    return directory / "inference.networking.k8s.io_inferencepools.yaml"
 
 
 def module_source(tool: GoTool) -> Path:
@@ -280,7 +303,10 @@ def module_source(tool: GoTool) -> Path:
 def build_all(*, force: bool = False) -> None:
     for tool in ALL_TOOLS:
         build(tool, force=force)
+    # Used inside the clusters' network namespaces, where nothing can be downloaded.
+    build(ENDPOINT_PICKER, force=force)
     gateway_api_crds()
+    inference_extension_crds()
 
 
 def main(argv: list[str] | None = None) -> int:
