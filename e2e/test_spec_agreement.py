@@ -108,7 +108,7 @@ SERVER_RULES = [
     ({"runtime": {"args": ["--enforce-eager"]}}, spec_rules.ARGS_NOT_FOR_MODELSHIP),
     (
         {"runtime": {"server": "llamacpp"}, "traffic": {"mode": "replicas"}},
-        spec_rules.FOREIGN_SERVER_NEEDS_ROUTER,
+        spec_rules.UNMAPPED_SERVER_NEEDS_ROUTER,
     ),
     (
         {"runtime": {"server": "vllm"}, "rollout": {"validation": {"promptsFrom": {"name": "golden"}}}},
@@ -139,6 +139,19 @@ def test_every_server_is_accepted_by_both(kubectl: Kubectl, namespace: str, serv
     assert api.stored is not None
     assert not operator_problems(api.stored)
     assert parse_spec(api.stored).runtime.server == server
+
+
+@pytest.mark.parametrize("mode", ["replicas", "gatewayAPI"])
+def test_vllm_outside_router_mode_is_accepted_by_both(kubectl: Kubectl, namespace: str, mode: str) -> None:
+    """vLLM's own metrics are mapped (promql.VLLM), so its revisions can be judged without the router."""
+    traffic: dict[str, Any] = {"mode": mode}
+    if mode == "gatewayAPI":
+        traffic["gateway"] = {"parentRefs": [{"name": "gw"}]}
+    spec = MINIMAL | {"runtime": {"server": "vllm"}, "traffic": traffic}
+    api = api_server_verdict(kubectl, namespace, spec)
+    assert api.accepted, api.message
+    assert api.stored is not None
+    assert not operator_problems(api.stored)
 
 
 def test_whole_numbers_are_integers_to_both(kubectl: Kubectl, namespace: str) -> None:

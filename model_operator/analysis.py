@@ -112,11 +112,18 @@ def content_measured(spec: ModelDeploymentSpec, servers: Collection[str] = OWN_S
     return spec.model.task == "text-generation" and set(servers) == {"modelship"}
 
 
-def metrics_source(servers: Collection[str] = OWN_SERVER) -> promql.Source:
-    """ModelShip's runtime measures its own requests; when either revision runs another server, both are
-    measured by the router in front of them (the spec's rules keep other servers to router mode), so the
-    canary and stable SLIs mean the same whatever each runs."""
-    return promql.RUNTIME if set(servers) == {"modelship"} else promql.ROUTER
+def metrics_sources(
+    spec: ModelDeploymentSpec, servers: tuple[str, str] = ("modelship", "modelship")
+) -> tuple[promql.Source, promql.Source]:
+    """Where each revision's (`servers`: stable's and the canary's) request SLIs are read. In router mode,
+    when either runs another server than ModelShip's runtime, both are measured by the router in front of
+    them, so canary and stable mean the same whatever each runs. Otherwise each is read from its own
+    server's metrics (promql.SERVER_SOURCES); a server without a mapping (the spec's rules keep llama.cpp
+    and custom images to router mode) falls back to the router's, which then say it is not scraped."""
+    stable, canary = servers
+    if spec.traffic.mode == "router" and set(servers) != {"modelship"}:
+        return promql.ROUTER, promql.ROUTER
+    return promql.SERVER_SOURCES.get(stable, promql.ROUTER), promql.SERVER_SOURCES.get(canary, promql.ROUTER)
 
 
 def unmeasured(spec: ModelDeploymentSpec, servers: Collection[str] = OWN_SERVER) -> dict[str, str]:

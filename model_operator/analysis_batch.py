@@ -46,7 +46,7 @@ class LookRequest:
     window_at: Callable[[datetime], float]
     with_drift: bool
     with_content: bool = False
-    source: Source = RUNTIME
+    sources: tuple[Source, Source] = (RUNTIME, RUNTIME)  # stable's, canary's
 
     def at(self, now: datetime) -> Look:
         return Look(
@@ -57,7 +57,7 @@ class LookRequest:
             self.window_at(now),
             self.with_drift,
             self.with_content,
-            self.source,
+            self.sources,
         )
 
 

@@ -7,7 +7,7 @@ is a part of the union, and the answer is split back by the identity labels."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,22 +34,34 @@ class Look:
     window_seconds: float
     with_drift: bool
     with_content: bool = False
-    source: promql.Source = promql.RUNTIME
+    sources: tuple[promql.Source, promql.Source] = (promql.RUNTIME, promql.RUNTIME)  # stable's, canary's
 
     def identity(self, revision: str) -> Identity:
         return (self.namespace, self.name, revision)
 
+    def _per_source(self, query: Callable[[list[str], promql.Source], str]) -> str:
+        """One query over both revisions when one source measures both; else each from its own source."""
+        stable, canary = self.sources
+        if stable == canary:
+            return query([self.stable, self.canary], stable)
+        return promql.union([query([self.stable], stable), query([self.canary], canary)])
+
     def scraped_query(self) -> str:
-        return promql.scraped(self.namespace, self.name, [self.stable, self.canary], self.source)
+        return self._per_source(lambda revisions, source: promql.scraped(self.namespace, self.name, revisions, source))
 
     def queries(self) -> dict[str, str]:
         """Its queries by SLI, as status shows them: the part of a batch that is this look's."""
         revisions = [self.stable, self.canary]
+        seconds = self.window_seconds
         found = {
-            "requests": promql.requests(self.namespace, self.name, revisions, self.window_seconds, self.source),
-            "errorRate": promql.errors(self.namespace, self.name, revisions, self.window_seconds, self.source),
-            "p99LatencySeconds": promql.latency_buckets(
-                self.namespace, self.name, revisions, self.window_seconds, self.source
+            "requests": self._per_source(
+                lambda rs, source: promql.requests(self.namespace, self.name, rs, seconds, source)
+            ),
+            "errorRate": self._per_source(
+                lambda rs, source: promql.errors(self.namespace, self.name, rs, seconds, source)
+            ),
+            "p99LatencySeconds": self._per_source(
+                lambda rs, source: promql.latency_buckets(self.namespace, self.name, rs, seconds, source)
             ),
         }
         if self.with_drift:

@@ -4,11 +4,11 @@ Each query returns one series per revision, keyed by the identity labels (namesp
 revision), so canary and stable are measured by the same query over the same window, and the looks of
 many ModelDeployments can go out as one query (`union`) whose answer still says whose series is whose.
 Only user traffic counts: the router's mirror probes carry their own `source` label. The request SLIs come
-from one of two `Source`s: ModelShip's runtime's own metrics, or, for a revision another server runs (vLLM,
-llama.cpp, any image), the router's metrics of the requests it forwarded to each revision, which mean the
-same whatever the server. Metric and label names come from model_runtime.contract, which the runtime and
-the router use to export them. Label values are escaped; revisions are hex and names DNS labels, but
-nothing here trusts that.
+from a `Source`: ModelShip's runtime's own metrics; in router mode, for a revision another server runs
+(vLLM, llama.cpp, any image), the router's metrics of the requests it forwarded to each revision, which mean
+the same whatever the server; outside router mode, vLLM's own metrics (`SERVER_SOURCES`). Metric and
+label names come from model_runtime.contract, which the runtime and the router use to export them. Label
+values are escaped; revisions are hex and names DNS labels, but nothing here trusts that.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from model_runtime.contract import (
     CHOICES_TOTAL,
     CODE_LABEL,
     ENDPOINT_LABEL,
+    ENDPOINT_OF_PATH,
     GENERATION_ENDPOINTS,
     IDENTITY_LABELS,
     MODEL_READY,
@@ -60,39 +61,61 @@ _ANSWERED = f"{ENDPOINT_LABEL}=~{_quote('|'.join(ANSWERED_ENDPOINTS))}"
 
 @dataclass(frozen=True)
 class Source:
-    """Where a revision's request SLIs are read: the counter and histogram of its requests, the matchers
-    that keep users' requests to the answering endpoints, and the series that says Prometheus sees it."""
+    """Where a revision's request SLIs are read: the counter of its requests with the matchers that keep
+    users' requests to the answering endpoints and the one that marks a server error, its latency
+    histogram with its own matchers, and the series that says Prometheus sees it."""
 
     requests: str
-    duration: str
     users: str
+    server_errors: str
+    duration: str
+    duration_users: str
     seen: str
 
 
-RUNTIME = Source(REQUESTS_TOTAL, REQUEST_DURATION, f"{_ANSWERED},{SOURCE_LABEL}={_quote(SOURCE_USER)}", MODEL_READY)
+_SERVER_ERROR = f"{CODE_LABEL}=~{_quote(SERVER_ERRORS)}"
+_USERS = f"{_ANSWERED},{SOURCE_LABEL}={_quote(SOURCE_USER)}"
+RUNTIME = Source(REQUESTS_TOTAL, _USERS, _SERVER_ERROR, REQUEST_DURATION, _USERS, MODEL_READY)
 # The router counts only its clients' requests (its mirror probes go to the pods directly); a revision is
 # seen once a router has it in its routing config, at whatever weight.
-ROUTER = Source(ROUTER_REQUESTS_TOTAL, ROUTER_REQUEST_DURATION, _ANSWERED, ROUTER_WEIGHT)
+ROUTER = Source(ROUTER_REQUESTS_TOTAL, _ANSWERED, _SERVER_ERROR, ROUTER_REQUEST_DURATION, _ANSWERED, ROUTER_WEIGHT)
+# vLLM's OpenAI server: prometheus-fastapi-instrumentator counts requests per route (`handler`, the path)
+# with status grouped as 2xx/4xx/5xx; its own engine histogram times each request from arrival to its last
+# token (finer buckets than the HTTP one's 0.1/0.5/1 s, but without the requests that failed, and no
+# route label). Its series get the identity labels from the pod's labels (contract.identity_relabelings).
+_VLLM_ROUTES = "|".join(path for path, endpoint in ENDPOINT_OF_PATH.items() if endpoint in ANSWERED_ENDPOINTS)
+VLLM = Source(
+    "http_requests_total",
+    f"handler=~{_quote(_VLLM_ROUTES)}",
+    f"status={_quote('5xx')}",
+    "vllm:e2e_request_latency_seconds",
+    "",
+    "vllm:num_requests_running",
+)
+# Each server's own metrics, mapped here and nowhere else. llama.cpp's server counts tokens and slots but
+# no requests, status codes or latencies, and a custom image's metrics are unknown: neither is here, and
+# the spec's rules keep both to router mode, where the router measures every server the same way.
+SERVER_SOURCES = {"modelship": RUNTIME, "vllm": VLLM}
 
 
-def _user_requests(source: Source, namespace: str, name: str, revisions: list[str], extra: str = "") -> str:
-    return selector(namespace, name, revisions, source.users + (f",{extra}" if extra else ""))
+def _join(*matchers: str) -> str:
+    return ",".join(matcher for matcher in matchers if matcher)
 
 
 def requests(namespace: str, name: str, revisions: list[str], seconds: float, source: Source = RUNTIME) -> str:
-    match = _user_requests(source, namespace, name, revisions)
+    match = selector(namespace, name, revisions, source.users)
     return f"sum by ({BY_IDENTITY}) (increase({source.requests}{match}[{window(seconds)}]))"
 
 
 def errors(namespace: str, name: str, revisions: list[str], seconds: float, source: Source = RUNTIME) -> str:
-    match = _user_requests(source, namespace, name, revisions, f"{CODE_LABEL}=~{_quote(SERVER_ERRORS)}")
+    match = selector(namespace, name, revisions, _join(source.users, source.server_errors))
     return f"sum by ({BY_IDENTITY}) (increase({source.requests}{match}[{window(seconds)}]))"
 
 
 def latency_buckets(namespace: str, name: str, revisions: list[str], seconds: float, source: Source = RUNTIME) -> str:
     """Cumulative request-duration buckets per revision; the P99 and the slow-request counts are computed
     from them (analysis.quantile is histogram_quantile's interpolation)."""
-    match = _user_requests(source, namespace, name, revisions)
+    match = selector(namespace, name, revisions, source.duration_users)
     return f"sum by ({BY_IDENTITY}, le) (increase({source.duration}_bucket{match}[{window(seconds)}]))"
 
 

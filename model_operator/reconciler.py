@@ -20,7 +20,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import metrics
-from .analysis import Outcome, content_measured, criteria_for, drift_measured, judge, metrics_source, unmeasured
+from .analysis import Outcome, content_measured, criteria_for, drift_measured, judge, metrics_sources, unmeasured
 from .analysis_batch import AnalysisBatcher, LookRequest
 from .api import InvalidSpecError, ModelDeploymentSpec, ModelDeploymentStatus, parse_spec
 from .children import desired_children, object_key, revision_record, spec_for
@@ -324,10 +324,11 @@ class Operator:
         assert status.stable_revision is not None
         assert status.canary_revision is not None
         records, _ = await self._records(loop, namespace, name)
-        servers = [
+        stable_server, canary_server = (
             spec_for(spec, records.get(revision)).runtime.server
             for revision in (status.stable_revision, status.canary_revision)
-        ]
+        )
+        servers = (stable_server, canary_server)
         url = spec.rollout.analysis.prometheus_url or self.settings.prometheus_url
         batcher = self._batchers.get(url) or self._batchers.setdefault(
             url,
@@ -346,7 +347,7 @@ class Operator:
                 functools.partial(analysis_window_seconds, status, spec),
                 drift_measured(spec),
                 content_measured(spec, servers),
-                metrics_source(servers),
+                metrics_sources(spec, servers),
             )
         )
         outcome = judge(measurement, criteria_for(spec), status.carried_evidence, unmeasured(spec, servers))

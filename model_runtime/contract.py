@@ -6,7 +6,8 @@ analysis queries. Light on purpose: the operator imports it without torch."""
 from __future__ import annotations
 
 import math
-from typing import Literal
+import re
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +27,28 @@ ROUTING_KEY = "routing.json"  # the key of the routing ConfigMap NAME-routing
 def scrape_annotations(port: int = RUNTIME_PORT) -> dict[str, str]:
     """How Prometheus' kubernetes_sd (and the chart's PodMonitor) find the pods' metrics."""
     return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
+def _meta_label(pod_label: str) -> str:
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", pod_label)
+
+
+def identity_relabelings() -> list[dict[str, Any]]:
+    """Prometheus relabel rules (kubernetes_sd, role pod) that give a model pod's series its identity
+    labels from the pod's own labels. ModelShip's runtime and router label their series themselves (kept
+    with honor_labels); a server that does not (vLLM) gets them here, so the analysis selects every
+    server's series the same way. Rules that do not match (pods without the labels) change nothing."""
+    revision = _meta_label(LABEL_REVISION)
+    return [
+        {
+            "source_labels": [revision, "__meta_kubernetes_namespace"],
+            "regex": "(.+);(.+)",
+            "replacement": "$2",
+            "target_label": IDENTITY_LABELS[0],
+        },
+        {"source_labels": [_meta_label(LABEL_MODEL_DEPLOYMENT)], "regex": "(.+)", "target_label": IDENTITY_LABELS[1]},
+        {"source_labels": [revision], "regex": "(.+)", "target_label": IDENTITY_LABELS[2]},
+    ]
 
 
 def model_pods_label_selector(model_deployment: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from model_operator.analysis import (
     drift_measured,
     judge,
     lower_bounds,
-    metrics_source,
+    metrics_sources,
     pooled,
     quantile,
     unmeasured,
@@ -26,6 +27,7 @@ from model_operator.analysis import (
 from model_operator.api import parse_spec
 from model_operator.api.spec import Thresholds
 from model_operator.api.status import Verdict
+from model_operator.prometheus import Look
 from model_runtime.contract import DEFAULT_LATENCY_BUCKETS
 
 CRITERIA = Criteria(Thresholds(), min_requests=200, confidence=0.99)
@@ -444,7 +446,7 @@ def test_what_is_measured_follows_both_revisions_servers(
 ) -> None:
     spec = parse_spec({"model": {"uri": "pvc://models/m"}})
     servers = (stable, canary)
-    assert metrics_source(servers) is source
+    assert metrics_sources(spec, servers) == (source, source)
     assert content_measured(spec, servers) is content
     assert drift_measured(spec)  # the router's mirror probes compare any server's logprobs
     missing = unmeasured(spec, servers)
@@ -454,6 +456,51 @@ def test_what_is_measured_follows_both_revisions_servers(
         assert f"runtime.server {next(s for s in servers if s != 'modelship')}" in missing["contentIssues"]
     embeddings = parse_spec({"model": {"uri": "pvc://m/e", "task": "embeddings"}})
     assert unmeasured(embeddings, servers) == {}  # embeddings have no content SLI, whatever serves them
+
+
+BEHIND_A_GATEWAY = [
+    # outside router mode each revision is read from its own server's metrics
+    ("modelship", "modelship", (promql.RUNTIME, promql.RUNTIME)),
+    ("vllm", "vllm", (promql.VLLM, promql.VLLM)),
+    ("vllm", "modelship", (promql.VLLM, promql.RUNTIME)),  # migrating from vLLM to ModelShip's runtime
+    ("llamacpp", "vllm", (promql.ROUTER, promql.VLLM)),  # stable from router mode: not scraped, so NoData
+]
+
+
+@pytest.mark.parametrize("mode", ["replicas", "gatewayAPI"])
+@pytest.mark.parametrize(("stable", "canary", "sources"), BEHIND_A_GATEWAY)
+def test_outside_router_mode_each_revision_is_read_from_its_own_servers_metrics(
+    mode: str, stable: str, canary: str, sources: tuple[promql.Source, promql.Source]
+) -> None:
+    traffic: dict[str, Any] = {"mode": mode, "gateway": {"parentRefs": [{"name": "gw"}]}}
+    if mode == "replicas":
+        del traffic["gateway"]
+    spec = parse_spec({"model": {"uri": "pvc://models/m"}, "runtime": {"server": canary}, "traffic": traffic})
+    assert metrics_sources(spec, (stable, canary)) == sources
+    assert not drift_measured(spec)  # no router, no mirror probes
+
+
+def test_the_look_queries_each_revision_from_its_own_source_in_one_union() -> None:
+    look = Look("ns", "chat", "s1", "c1", 60, False, False, (promql.VLLM, promql.RUNTIME))
+    stable_part = promql.requests("ns", "chat", ["s1"], 60, promql.VLLM)
+    canary_part = promql.requests("ns", "chat", ["c1"], 60, promql.RUNTIME)
+    assert look.queries()["requests"] == promql.union([stable_part, canary_part])
+    assert "vllm:num_requests_running" in look.scraped_query()
+    assert "modelship_model_ready" in look.scraped_query()
+    same = Look("ns", "chat", "s1", "c1", 60, False, False, (promql.VLLM, promql.VLLM))
+    assert same.queries()["errorRate"] == promql.errors("ns", "chat", ["s1", "c1"], 60, promql.VLLM)
+
+
+def test_vllm_queries_select_its_routes_server_errors_and_engine_latency() -> None:
+    assert promql.errors("ns", "chat", ["c1"], 30, promql.VLLM) == (
+        'sum by (namespace, model_deployment, revision) (increase(http_requests_total{namespace="ns",'
+        'model_deployment="chat",revision=~"c1",handler=~"/v1/completions|/v1/chat/completions|/v1/embeddings",'
+        'status="5xx"}[30s]))'
+    )
+    assert promql.latency_buckets("ns", "chat", ["c1"], 30, promql.VLLM) == (
+        "sum by (namespace, model_deployment, revision, le) (increase(vllm:e2e_request_latency_seconds_bucket"
+        '{namespace="ns",model_deployment="chat",revision=~"c1"}[30s]))'
+    )
 
 
 @pytest.mark.parametrize("fault", [None, "errors"])

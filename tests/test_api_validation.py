@@ -438,9 +438,9 @@ BAD_SPECS = [
         "runtime.args is for the vllm, llamacpp and custom servers",
     ),
     (
-        "vllm-behind-a-gateway",
+        "llamacpp-behind-a-gateway",
         with_changes(
-            runtime__server="vllm", traffic__mode="gatewayAPI", traffic__gateway={"parentRefs": [{"name": "gw"}]}
+            runtime__server="llamacpp", traffic__mode="gatewayAPI", traffic__gateway={"parentRefs": [{"name": "gw"}]}
         ),
         "spec",
         "need traffic.mode router",

@@ -4,6 +4,7 @@ that promtool accepts, secure defaults; and the Dockerfiles pass hadolint."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,7 @@ from model_operator import manifests
 from model_operator.api import parse_spec
 from model_operator.leadership import Timing
 from model_operator.settings import OperatorSettings, load_settings
+from model_runtime.contract import identity_relabelings
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "modelship"
@@ -225,6 +227,23 @@ def test_namespace_scope_renders_roles_per_namespace() -> None:
     ]
     deployment = next(d for d in documents if d["kind"] == "Deployment")
     assert "--namespace=team-a" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_the_pod_monitor_gives_every_servers_series_the_identity_labels_the_analysis_selects() -> None:
+    """vLLM's series carry no ModelShip labels: the PodMonitor adds them from the pod's labels, with the
+    rules the e2e Prometheus uses (contract.identity_relabelings), and keeps the runtime's own."""
+    (monitor,) = [d for d in render(*ALL_OPTIONS) if d["kind"] == "PodMonitor"]
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["honorLabels"] is True
+    camel = {"source_labels": "sourceLabels", "target_label": "targetLabel", "regex": "regex"}
+    expected = [{camel.get(key, key): value for key, value in rule.items()} for rule in identity_relabelings()]
+    assert endpoint["relabelings"] == expected
+    spec = parse_spec({"model": {"uri": "pvc://m/x"}, "runtime": {"server": "vllm"}})
+    pod = manifests.revision_deployment("chat", spec, "c1", 1, OperatorSettings())
+    pod_labels = pod["spec"]["template"]["metadata"]["labels"]
+    discovered = {"__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label) for label in pod_labels}
+    for rule in expected:
+        assert set(rule["sourceLabels"]) <= discovered | {"__meta_kubernetes_namespace"}, (rule, discovered)
 
 
 def test_dashboard_is_valid_json() -> None:

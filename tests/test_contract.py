@@ -4,11 +4,9 @@ writes and queries is what the router reads and the runtime exports."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from model_operator import manifests, promql
 from model_operator.api import parse_spec
@@ -25,6 +23,7 @@ from model_runtime.router.config import parse_routing
 from model_runtime.router.discovery import ready_endpoints
 from model_runtime.router.http import Request
 from model_runtime.router.metrics import RouterMetrics
+from tests.metrics_helpers import exported_series, matches, selectors
 
 SPEC = parse_spec({"model": {"uri": "pvc://models/tiny"}, "traffic": {"mirrorPercent": 7, "stickyHeader": "x-user"}})
 
@@ -54,27 +53,6 @@ def test_the_router_finds_the_endpoints_of_the_services_the_operator_makes() -> 
     assert known == {"c1"}
 
 
-def _exported(registry_text: str) -> dict[str, list[dict[str, str]]]:
-    series: dict[str, list[dict[str, str]]] = {}
-    for family in text_string_to_metric_families(registry_text):
-        for sample in family.samples:
-            series.setdefault(sample.name, []).append(dict(sample.labels))
-    return series
-
-
-def _selectors(query: str) -> list[tuple[str, dict[str, str]]]:
-    """(metric, {label: matcher value}) for every selector in a PromQL query."""
-    found = []
-    for metric, body in re.findall(r"([a-z_:]+)\{([^}]*)\}", query):
-        labels = dict(re.findall(r'([a-z_]+)=~?"([^"]*)"', body))
-        found.append((metric, labels))
-    return found
-
-
-def _matches(labels: dict[str, str], matchers: dict[str, str]) -> bool:
-    return all(re.fullmatch(pattern, labels.get(name, "")) for name, pattern in matchers.items())
-
-
 def test_every_series_the_analysis_queries_is_exported_with_those_labels() -> None:
     runtime = RuntimeMetrics("ns", "chat", "c1")
     runtime.ready(True)
@@ -82,7 +60,7 @@ def test_every_series_the_analysis_queries_is_exported_with_those_labels() -> No
     runtime.request("chat_completions", 503, 0.1)
     router = RouterMetrics("ns", "chat")
     router.divergence.labels("ns", "chat", "c1").observe(0.02)
-    exported = _exported(runtime.render().decode()) | _exported(router.render().decode())
+    exported = exported_series(runtime.render().decode()) | exported_series(router.render().decode())
     queries = [
         promql.scraped("ns", "chat", ["s1", "c1"]),
         promql.requests("ns", "chat", ["s1", "c1"], 30),
@@ -92,9 +70,9 @@ def test_every_series_the_analysis_queries_is_exported_with_those_labels() -> No
         promql.divergence_sum("ns", "chat", "c1", 30),
     ]
     for query in queries:
-        for metric, matchers in _selectors(query):
+        for metric, matchers in selectors(query):
             assert metric in exported, f"{metric} (queried by {query}) is not exported"
-            assert any(_matches(labels, matchers) for labels in exported[metric]), (metric, matchers)
+            assert any(matches(labels, matchers) for labels in exported[metric]), (metric, matchers)
 
 
 def test_the_router_source_queries_what_the_router_exports_per_revision_and_endpoint() -> None:
@@ -107,7 +85,7 @@ def test_the_router_source_queries_what_the_router_exports_per_revision_and_endp
     router.request("canary", "c1", "/anything/else", 500, 0.01)
     router.weight.labels("ns", "chat", "stable", "s1").set(90)
     router.weight.labels("ns", "chat", "canary", "c1").set(10)
-    exported = _exported(router.render().decode())
+    exported = exported_series(router.render().decode())
     endpoints = {labels["endpoint"] for labels in exported["modelship_router_requests_total"]}
     assert endpoints == {"chat_completions", "completions", "models", "other"}  # paths are not labels
     queries = [
@@ -117,21 +95,21 @@ def test_the_router_source_queries_what_the_router_exports_per_revision_and_endp
         promql.latency_buckets("ns", "chat", ["s1", "c1"], 30, promql.ROUTER),
     ]
     for query in queries:
-        for metric, matchers in _selectors(query):
+        for metric, matchers in selectors(query):
             assert metric.startswith("modelship_router_"), query
-            assert any(_matches(labels, matchers) for labels in exported[metric]), (metric, matchers)
-    (_, matchers), *_ = _selectors(promql.errors("ns", "chat", ["c1"], 30, promql.ROUTER))
-    failed = [labels for labels in exported["modelship_router_requests_total"] if _matches(labels, matchers)]
+            assert any(matches(labels, matchers) for labels in exported[metric]), (metric, matchers)
+    (_, matchers), *_ = selectors(promql.errors("ns", "chat", ["c1"], 30, promql.ROUTER))
+    failed = [labels for labels in exported["modelship_router_requests_total"] if matches(labels, matchers)]
     assert [labels["endpoint"] for labels in failed] == ["completions"]  # not /v1/models, not other paths
 
 
 def test_the_analysis_counts_user_traffic_only() -> None:
     runtime = RuntimeMetrics("ns", "chat", "c1")
     runtime.request("completions", 500, 0.4, source=SOURCE_MIRROR)
-    series = _exported(runtime.render().decode())["modelship_requests_total"]
-    (_, matchers), *_ = _selectors(promql.errors("ns", "chat", ["c1"], 30))
+    series = exported_series(runtime.render().decode())["modelship_requests_total"]
+    (_, matchers), *_ = selectors(promql.errors("ns", "chat", ["c1"], 30))
     assert matchers["source"] == SOURCE_USER
-    assert not any(_matches(labels, matchers) for labels in series)
+    assert not any(matches(labels, matchers) for labels in series)
 
 
 def test_clients_cannot_pass_their_requests_off_as_mirror_probes_or_golden_prompts() -> None:

@@ -84,7 +84,7 @@ def _rules() -> list[str]:
         spec_module.CUSTOM_NEEDS,
         spec_module.CUSTOM_ONLY,
         spec_module.ARGS_NOT_FOR_MODELSHIP,
-        spec_module.FOREIGN_SERVER_NEEDS_ROUTER,
+        spec_module.UNMAPPED_SERVER_NEEDS_ROUTER,
         spec_module.VALIDATION_NEEDS_MODELSHIP,
     ],
 )
@@ -116,7 +116,7 @@ OPENAPI_CATCHES = [
         "custom-server-without-port",
         "custom-settings-for-vllm",
         "args-for-modelship",
-        "vllm-behind-a-gateway",
+        "llamacpp-behind-a-gateway",
         "llamacpp-with-validation",
         "interval-under-a-second",
         "interval-zero",

@@ -23,6 +23,8 @@ from typing import Any
 
 import yaml
 
+from model_runtime.contract import identity_relabelings
+
 from . import images, tools
 from .namespaces import NamespaceError, Namespaces, stale_clusters, stop_processes
 from .node import NODE_IP, NODE_NAME, SERVICE_CIDR, Node, NodeError, cgroup_clusters, cgroup_processes, remove_cgroups
@@ -425,7 +427,10 @@ class ControlPlane:
                         },
                         {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "kubernetes_namespace"},
                         {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "kubernetes_pod"},
+                        *identity_relabelings(),
                     ],
+                    # ModelShip's own series carry their identity labels; those win over the pod's.
+                    "honor_labels": True,
                 }
             ],
         }

@@ -221,7 +221,8 @@ class Runtime(ApiModel):
     `llamacpp` (llama.cpp's `llama-server`, serving a GGUF file) or `custom` (any OpenAI-compatible image,
     with `runtime.custom`). The operator derives each server's arguments from the same fields (model URI,
     GPUs, batching, limits). For a server other than `modelship`, the analysis reads the router's metrics
-    (so `traffic.mode` must be `router`) and the content SLI is not measured."""
+    in router mode, vLLM's own outside it (`llamacpp` and `custom` need `traffic.mode` `router`), and the
+    content SLI is not measured."""
 
     image: str | None = None
     """The server's image; the operator's default for `modelship`, `vllm` and `llamacpp` when unset,
@@ -682,15 +683,20 @@ OPERATOR_ONLY_RULES = (OWNED_ENV, GIVES_UP_BLIND, REGEX_BROKEN, SCHEMA_BROKEN)
 VALIDATION_WITH_KEY = (
     "rollout.validation cannot be used with runtime.apiKeySecret yet: the operator does not read Secrets"
 )
-FOREIGN_SERVER_NEEDS_ROUTER = (
-    "runtime.server vllm, llamacpp and custom need traffic.mode router: the analysis reads the router's"
-    " metrics, which mean the same for every server"
+UNMAPPED_SERVER_NEEDS_ROUTER = (
+    "runtime.server llamacpp and custom need traffic.mode router: llama.cpp's server counts no requests,"
+    " status codes or latencies, and a custom image's metrics are unknown, so the analysis reads the"
+    " router's, which mean the same for every server"
 )
+# The servers whose own metrics the analysis can read outside router mode (promql.SERVER_SOURCES).
+METRICS_MAPPED = ("modelship", "vllm")
 VALIDATION_NEEDS_MODELSHIP = (
     "rollout.validation needs runtime.server modelship for now: it compares tokenizer fingerprints that"
     " only ModelShip's runtime exports"
 )
 _FOREIGN = "has(self.runtime) && has(self.runtime.server) && self.runtime.server != 'modelship'"
+_MAPPED_LIST = ", ".join(f"'{server}'" for server in METRICS_MAPPED)
+_UNMAPPED = f"has(self.runtime) && has(self.runtime.server) && !(self.runtime.server in [{_MAPPED_LIST}])"
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -709,8 +715,8 @@ class ModelDeploymentSpec(ApiModel):
                 VALIDATION_WITH_KEY,
             ),
             cel(
-                f"!({_FOREIGN}) || !has(self.traffic) || !has(self.traffic.mode) || self.traffic.mode == 'router'",
-                FOREIGN_SERVER_NEEDS_ROUTER,
+                f"!({_UNMAPPED}) || !has(self.traffic) || !has(self.traffic.mode) || self.traffic.mode == 'router'",
+                UNMAPPED_SERVER_NEEDS_ROUTER,
             ),
             cel(f"!({_FOREIGN}) || !has(self.rollout) || !has(self.rollout.validation)", VALIDATION_NEEDS_MODELSHIP),
         )
@@ -735,8 +741,8 @@ class ModelDeploymentSpec(ApiModel):
     def _operator_judged(self) -> ModelDeploymentSpec:
         if self.rollout.validation is not None and self.runtime.api_key_secret is not None:
             raise ValueError(VALIDATION_WITH_KEY)
-        if self.runtime.server != "modelship" and self.traffic.mode != "router":
-            raise ValueError(FOREIGN_SERVER_NEEDS_ROUTER)
+        if self.runtime.server not in METRICS_MAPPED and self.traffic.mode != "router":
+            raise ValueError(UNMAPPED_SERVER_NEEDS_ROUTER)
         if self.runtime.server != "modelship" and self.rollout.validation is not None:
             raise ValueError(VALIDATION_NEEDS_MODELSHIP)
         for index, variable in enumerate(self.runtime.env):
