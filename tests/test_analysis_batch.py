@@ -147,6 +147,8 @@ LOOKS = [
     Look("team-a", "chat", "s1", "c1", 60, with_drift=True, with_content=True),
     Look("team-a", "embed", "s1", "c2", 120, with_drift=False),  # the same stable revision name, another model
     Look("team-b", "chat", "s3", "c3", 90, with_drift=True, with_content=True),  # the same model name, elsewhere
+    # from vLLM to ModelShip's runtime behind a gateway: each revision from its own server's series
+    Look("team-c", "chat", "v1", "m1", 60, with_drift=False, sources=(promql.VLLM, promql.RUNTIME)),
 ]
 
 
@@ -180,6 +182,22 @@ def _input_series() -> list[dict[str, str]]:
         series.append(_series("modelship_choices_total", mirrored, "0+5x80"))
         embedded = {**identity, "endpoint": "embeddings", "source": "user", "outcome": "all"}  # never counted
         series.append(_series("modelship_choices_total", embedded, "0+5x80"))
+        series.extend(_vllm_series(identity, step))
+    return series
+
+
+def _vllm_series(identity: dict[str, str], step: int) -> list[dict[str, str]]:
+    """What vLLM exports, with the identity labels the scrape's relabelling adds (every revision has them, so
+    a query reading a revision from the wrong server's series would show in the totals)."""
+    series = [_series("vllm:num_requests_running", identity, "1x80")]
+    for status, rate in (("2xx", step), ("5xx", 1), ("4xx", 2)):
+        labels = {**identity, "handler": "/v1/chat/completions", "method": "POST", "status": status}
+        series.append(_series("http_requests_total", labels, f"0+{rate}x80"))
+    health = {**identity, "handler": "/v1/models", "method": "GET", "status": "5xx"}  # not an answered route
+    series.append(_series("http_requests_total", health, "0+9x80"))
+    for bound, share in (("0.5", 1), ("1", 2), ("+Inf", 3)):
+        labels = {**identity, "model_name": "chat", "engine": "0", "le": bound}
+        series.append(_series("vllm:e2e_request_latency_seconds_bucket", labels, f"0+{share * step}x80"))
     return series
 
 
@@ -275,7 +293,7 @@ class CannedPrometheus(PrometheusSource):
 
 def test_the_answer_is_split_back_by_namespace_model_and_revision() -> None:
     source = CannedPrometheus()
-    chat, embed, other = source.measure_many(LOOKS)
+    chat, embed, other = source.measure_many(LOOKS[:3])
     assert len(source.asked) == 7  # one query per SLI for the three looks
     assert (chat.stable.requests, chat.canary.requests, chat.stable.errors, chat.canary.errors) == (100, 50, 0, 2)
     assert chat.drift is not None
