@@ -324,11 +324,11 @@ class Operator:
         assert status.stable_revision is not None
         assert status.canary_revision is not None
         records, _ = await self._records(loop, namespace, name)
-        stable_server, canary_server = (
-            spec_for(spec, records.get(revision)).runtime.server
-            for revision in (status.stable_revision, status.canary_revision)
-        )
-        servers = (stable_server, canary_server)
+
+        def server_of(revision: str) -> str:
+            return spec_for(spec, records.get(revision)).runtime.server
+
+        servers = (server_of(status.stable_revision), server_of(status.canary_revision))
         url = spec.rollout.analysis.prometheus_url or self.settings.prometheus_url
         batcher = self._batchers.get(url) or self._batchers.setdefault(
             url,

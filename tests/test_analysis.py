@@ -25,7 +25,7 @@ from model_operator.analysis import (
     unmeasured,
 )
 from model_operator.api import parse_spec
-from model_operator.api.spec import Thresholds
+from model_operator.api.spec import METRICS_MAPPED, Thresholds
 from model_operator.api.status import Verdict
 from model_operator.prometheus import Look
 from model_runtime.contract import DEFAULT_LATENCY_BUCKETS
@@ -478,6 +478,10 @@ def test_outside_router_mode_each_revision_is_read_from_its_own_servers_metrics(
     spec = parse_spec({"model": {"uri": "pvc://models/m"}, "runtime": {"server": canary}, "traffic": traffic})
     assert metrics_sources(spec, (stable, canary)) == sources
     assert not drift_measured(spec)  # no router, no mirror probes
+
+
+def test_the_servers_the_spec_lets_out_of_router_mode_are_the_ones_with_mapped_metrics() -> None:
+    assert set(METRICS_MAPPED) == set(promql.SERVER_SOURCES)
 
 
 def test_the_look_queries_each_revision_from_its_own_source_in_one_union() -> None:

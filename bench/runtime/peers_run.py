@@ -369,11 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-from", type=Path, help="print the tables of a run written with --json, and stop")
     args = parser.parse_args(argv)
     if args.table_from:
-        saved = json.loads(args.table_from.read_text())
-        roof = Ceiling(**saved["ceiling"])
-        saved_rows: dict[str, list[dict[str, float]]] = saved["figures"]
-        levels = [int(row["concurrency"]) for row in next(iter(saved_rows.values()))]
-        print(table(saved_rows, roof, levels))
+        try:
+            saved = json.loads(args.table_from.read_text())
+            roof = Ceiling(**saved["ceiling"])
+            saved_rows: dict[str, list[dict[str, float]]] = saved["figures"]
+            levels = [int(row["concurrency"]) for row in next(iter(saved_rows.values()))]
+            print(table(saved_rows, roof, levels))
+        except (OSError, ValueError, KeyError, TypeError, StopIteration) as error:
+            parser.error(f"--table-from {args.table_from}: not a run written with --json ({error!r})")
         return 0
     from bench.runtime.run import model_dirs
     from model_runtime.packaged import smollm2_gguf
