@@ -374,9 +374,9 @@ def main(argv: list[str] | None = None) -> int:
             roof = Ceiling(**saved["ceiling"])
             saved_rows: dict[str, list[dict[str, float]]] = saved["figures"]
             levels = [int(row["concurrency"]) for row in next(iter(saved_rows.values()))]
-            print(table(saved_rows, roof, levels))
         except (OSError, ValueError, KeyError, TypeError, StopIteration) as error:
             parser.error(f"--table-from {args.table_from}: not a run written with --json ({error!r})")
+        print(table(saved_rows, roof, levels))  # outside the try: a bug in table() is not a bad file
         return 0
     from bench.runtime.run import model_dirs
     from model_runtime.packaged import smollm2_gguf
