@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from e2e.cluster import tools
+from e2e.cluster import node, tools
 from e2e.cluster.processes import Background, ComponentDied
 
 
@@ -65,3 +67,24 @@ def test_stop_ends_the_whole_process_group(tmp_path: Path) -> None:
     # Killed children are zombies until PID 1 reaps them (here PID 1 is no init and reaps late): not alive.
     survivors = [line for line in listing.splitlines() if not line.split()[1].startswith("Z")]
     assert survivors == []
+
+
+def test_a_cgroup_removed_mid_walk_is_skipped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """kubelet removes a pod's cgroups while a bring-up sweeps a crashed cluster's: the sweep goes on."""
+    top = tmp_path / "modelship-crashed"
+    vanishing = top / "kubepods" / "pod-a" / "container"
+    staying = top / "kubepods" / "pod-b"
+    for directory, pid in ((top, 11), (vanishing.parent, 12), (vanishing, 13), (staying, 14)):
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "cgroup.procs").write_text(f"{pid}\n")
+    monkeypatch.setattr(node, "cgroup_directories", lambda cluster: [top])
+    scandir = os.scandir
+
+    def kubelet_removes_it_first(path: Any) -> Any:
+        if Path(path) == vanishing and vanishing.exists():
+            (vanishing / "cgroup.procs").unlink()
+            vanishing.rmdir()
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", kubelet_removes_it_first)
+    assert node.cgroup_processes("crashed") == [11, 12, 14]

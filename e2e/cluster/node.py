@@ -82,12 +82,18 @@ def cgroup_clusters() -> set[str]:
     return {d.name.removeprefix(prefix) for h in _cgroup_hierarchies() for d in h.glob(f"{prefix}*") if d.is_dir()}
 
 
+def _cgroup_tree(top: Path, *, deepest_first: bool) -> list[Path]:
+    """The cgroups at and under `top`. kubelet removes a pod's cgroups while this walks them, so a directory
+    that vanishes mid-walk is skipped (os.walk ignores scandir errors) rather than failing the walk."""
+    return [Path(parent) for parent, _, _ in os.walk(top, topdown=not deepest_first)]
+
+
 def remove_cgroups(cluster: str) -> None:
     """Every cgroup under the cluster's root, deepest first (a cgroup is removed with rmdir once empty)."""
     for top in cgroup_directories(cluster):
         if not top.is_dir():
             continue
-        for directory in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        for directory in _cgroup_tree(top, deepest_first=True):
             with contextlib.suppress(OSError):
                 directory.rmdir()
         with contextlib.suppress(OSError):
@@ -98,9 +104,9 @@ def cgroup_processes(cluster: str) -> list[int]:
     """Processes in any cgroup under the cluster's root: containers, which have namespaces of their own."""
     pids: set[int] = set()
     for top in cgroup_directories(cluster):
-        for procs in top.rglob("cgroup.procs"):
+        for directory in _cgroup_tree(top, deepest_first=False):
             with contextlib.suppress(OSError, ValueError):
-                pids.update(int(line) for line in procs.read_text().split())
+                pids.update(int(line) for line in (directory / "cgroup.procs").read_text().split())
     return sorted(pids)
 
 
