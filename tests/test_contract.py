@@ -103,6 +103,26 @@ def test_the_router_source_queries_what_the_router_exports_per_revision_and_endp
     assert [labels["endpoint"] for labels in failed] == ["completions"]  # not /v1/models, not other paths
 
 
+def test_a_runtime_without_an_identity_exports_no_empty_identity_labels() -> None:
+    """Run as a `custom` server, the runtime is told nothing of ModelShip; an exposed `revision=""` would win
+    over the revision Prometheus gives the pod's series (honor_labels), so it is not exposed at all."""
+    runtime = RuntimeMetrics("", "", "")
+    runtime.ready(True)
+    runtime.request("completions", 200, 0.4)
+    runtime.tokens(3, 5)
+    exported = exported_series(runtime.render().decode())
+    assert exported["modelship_requests_total"] == [{"endpoint": "completions", "code": "200", "source": "user"}]
+    assert exported["modelship_model_ready"] == [{}]
+    assert all(
+        not {"namespace", "model_deployment", "revision"} & set(labels) for s in exported.values() for labels in s
+    )
+    partly = RuntimeMetrics("ns", "chat", "")
+    partly.ready(True)
+    assert exported_series(partly.render().decode())["modelship_model_ready"] == [
+        {"namespace": "ns", "model_deployment": "chat"}
+    ]
+
+
 def test_the_analysis_counts_user_traffic_only() -> None:
     runtime = RuntimeMetrics("ns", "chat", "c1")
     runtime.request("completions", 500, 0.4, source=SOURCE_MIRROR)
