@@ -102,6 +102,12 @@ def test_reported_disagreements_are_refused_by_both(kubectl: Kubectl, namespace:
     assert operator_problems(spec)
 
 
+HTTP_METRICS = {
+    "requests": "http_requests_total",
+    "requestsMatch": ['handler=~"/v1/(chat/)?completions"'],
+    "serverErrorsMatch": ['status="5xx"'],
+    "latency": "http_request_duration_seconds",
+}
 SERVER_RULES = [
     ({"runtime": {"server": "custom", "custom": {"port": 8000}}}, spec_rules.CUSTOM_NEEDS),
     ({"runtime": {"server": "vllm", "custom": {"port": 8000}}}, spec_rules.CUSTOM_ONLY),
@@ -114,7 +120,33 @@ SERVER_RULES = [
         {"runtime": {"server": "vllm"}, "rollout": {"validation": {"promptsFrom": {"name": "golden"}}}},
         spec_rules.VALIDATION_NEEDS_MODELSHIP,
     ),
+    (
+        {"runtime": {"server": "custom", "image": "example/server:1", "custom": {"port": 8000}}}
+        | {"traffic": {"mode": "replicas"}},
+        spec_rules.UNMAPPED_SERVER_NEEDS_ROUTER,
+    ),
+    (
+        {
+            "runtime": {
+                "server": "custom",
+                "image": "example/server:1",
+                "custom": {"port": 8000, "metrics": HTTP_METRICS | {"latencyMatch": ['model_deployment="other"']}},
+            }
+        },
+        spec_rules.IDENTITY_MATCHED,
+    ),
 ]
+
+
+def test_a_custom_server_that_names_its_metrics_is_accepted_outside_router_mode_by_both(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    runtime = {"server": "custom", "image": "example/server:1", "custom": {"port": 9000, "metrics": HTTP_METRICS}}
+    spec = MINIMAL | {"runtime": runtime, "traffic": {"mode": "replicas"}}
+    api = api_server_verdict(kubectl, namespace, spec)
+    assert api.accepted, api.message
+    assert api.stored is not None
+    assert not operator_problems(api.stored)
 
 
 @pytest.mark.parametrize(("change", "message"), SERVER_RULES, ids=lambda x: repr(x)[:50])

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from model_runtime.contract import CHOICES_TOTAL, CONTENT_ISSUES, OUTCOME_ALL
 
 from . import promql
-from .api.spec import ModelDeploymentSpec, Thresholds
+from .api.spec import ModelDeploymentSpec, Runtime, Thresholds
 from .api.status import MetricResult, Verdict
 from .sequential import mean_e_value, p_value, share_e_value
 
@@ -113,17 +113,18 @@ def content_measured(spec: ModelDeploymentSpec, servers: Collection[str] = OWN_S
 
 
 def metrics_sources(
-    spec: ModelDeploymentSpec, servers: tuple[str, str] = ("modelship", "modelship")
+    spec: ModelDeploymentSpec, runtimes: tuple[Runtime, Runtime] | None = None
 ) -> tuple[promql.Source, promql.Source]:
-    """Where each revision's (`servers`: stable's and the canary's) request SLIs are read. In router mode,
-    when either runs another server than ModelShip's runtime, both are measured by the router in front of
-    them, so canary and stable mean the same whatever each runs. Otherwise each is read from its own
-    server's metrics (promql.SERVER_SOURCES); a server without a mapping (the spec's rules keep llama.cpp
-    and custom images to router mode) falls back to the router's, which then say it is not scraped."""
-    stable, canary = servers
-    if spec.traffic.mode == "router" and set(servers) != {"modelship"}:
+    """Where each revision's (`runtimes`: stable's and the canary's, the spec's own for both when None)
+    request SLIs are read. In router mode, when either runs another server than ModelShip's runtime, both
+    are measured by the router in front of them, so canary and stable mean the same whatever each runs.
+    Otherwise each is read from its own server's metrics (promql.own_source); a server without a mapping
+    (the spec's rules keep llama.cpp, and custom images that name no metrics, to router mode) falls back
+    to the router's, which then say it is not scraped."""
+    stable, canary = runtimes or (spec.runtime, spec.runtime)
+    if spec.traffic.mode == "router" and {stable.server, canary.server} != {"modelship"}:
         return promql.ROUTER, promql.ROUTER
-    return promql.SERVER_SOURCES.get(stable, promql.ROUTER), promql.SERVER_SOURCES.get(canary, promql.ROUTER)
+    return promql.own_source(stable) or promql.ROUTER, promql.own_source(canary) or promql.ROUTER
 
 
 def unmeasured(spec: ModelDeploymentSpec, servers: Collection[str] = OWN_SERVER) -> dict[str, str]:

@@ -6,7 +6,8 @@ many ModelDeployments can go out as one query (`union`) whose answer still says 
 Only user traffic counts: the router's mirror probes carry their own `source` label. The request SLIs come
 from a `Source`: ModelShip's runtime's own metrics; in router mode, for a revision another server runs
 (vLLM, llama.cpp, any image), the router's metrics of the requests it forwarded to each revision, which mean
-the same whatever the server; outside router mode, vLLM's own metrics (`SERVER_SOURCES`). Metric and
+the same whatever the server; outside router mode, vLLM's own metrics (`SERVER_SOURCES`), or the ones a
+custom server's spec names (`custom_source`). Metric and
 label names come from model_runtime.contract, which the runtime and the router use to export them. Label
 values are escaped; revisions are hex and names DNS labels, but nothing here trusts that.
 """
@@ -34,6 +35,8 @@ from model_runtime.contract import (
     SOURCE_LABEL,
     SOURCE_USER,
 )
+
+from .api.spec import Runtime, ServerMetrics
 
 SERVER_ERRORS = "5.."  # a client that hung up is 499, and not the server's fault
 BY_IDENTITY = ", ".join(IDENTITY_LABELS)
@@ -71,6 +74,7 @@ class Source:
     duration: str
     duration_users: str
     seen: str
+    seen_when: str = ""  # a comparison that keeps only the `seen` series that mean "scraped"
 
 
 _SERVER_ERROR = f"{CODE_LABEL}=~{_quote(SERVER_ERRORS)}"
@@ -93,9 +97,31 @@ VLLM = Source(
     "vllm:num_requests_running",
 )
 # Each server's own metrics, mapped here and nowhere else. llama.cpp's server counts tokens and slots but
-# no requests, status codes or latencies, and a custom image's metrics are unknown: neither is here, and
-# the spec's rules keep both to router mode, where the router measures every server the same way.
+# no requests, status codes or latencies: it is not here, and the spec's rules keep it to router mode,
+# where the router measures every server the same way. A custom image's metrics are what its spec names.
 SERVER_SOURCES = {"modelship": RUNTIME, "vllm": VLLM}
+
+
+def custom_source(metrics: ServerMetrics) -> Source:
+    """A custom server's own metrics as its spec names them. Prometheus's `up` of the pod's scrape, which
+    the pod's labels give the identity labels, says whether the server is scraped: a counter with labels
+    has no series before its first request, and a failing scrape is blindness, not zero traffic."""
+    return Source(
+        metrics.requests,
+        ",".join(metrics.requests_match),
+        ",".join(metrics.server_errors_match),
+        metrics.latency,
+        ",".join(metrics.latency_match),
+        "up",
+        " == 1",
+    )
+
+
+def own_source(runtime: Runtime) -> Source | None:
+    """Where a revision's server's own metrics give its request SLIs; None when they do not."""
+    if runtime.server == "custom":
+        return custom_source(runtime.custom.metrics) if runtime.custom and runtime.custom.metrics else None
+    return SERVER_SOURCES.get(runtime.server)
 
 
 def _join(*matchers: str) -> str:
@@ -128,7 +154,7 @@ def choices(namespace: str, name: str, revisions: list[str], seconds: float) -> 
 
 def scraped(namespace: str, name: str, revisions: list[str], source: Source = RUNTIME) -> str:
     """Which revisions Prometheus scrapes at all: an absent series means blindness, not zero traffic."""
-    return f"max by ({BY_IDENTITY}) ({source.seen}{selector(namespace, name, revisions)})"
+    return f"max by ({BY_IDENTITY}) ({source.seen}{selector(namespace, name, revisions)}){source.seen_when}"
 
 
 def divergence_buckets(namespace: str, name: str, canary: str, seconds: float) -> str:

@@ -325,10 +325,11 @@ class Operator:
         assert status.canary_revision is not None
         records, _ = await self._records(loop, namespace, name)
 
-        def server_of(revision: str) -> str:
-            return spec_for(spec, records.get(revision)).runtime.server
-
-        servers = (server_of(status.stable_revision), server_of(status.canary_revision))
+        runtimes = (
+            spec_for(spec, records.get(status.stable_revision)).runtime,
+            spec_for(spec, records.get(status.canary_revision)).runtime,
+        )
+        servers = (runtimes[0].server, runtimes[1].server)
         url = spec.rollout.analysis.prometheus_url or self.settings.prometheus_url
         batcher = self._batchers.get(url) or self._batchers.setdefault(
             url,
@@ -347,7 +348,7 @@ class Operator:
                 functools.partial(analysis_window_seconds, status, spec),
                 drift_measured(spec),
                 content_measured(spec, servers),
-                metrics_sources(spec, servers),
+                metrics_sources(spec, runtimes),
             )
         )
         outcome = judge(measurement, criteria_for(spec), status.carried_evidence, unmeasured(spec, servers))

@@ -25,7 +25,7 @@ from model_operator.analysis import (
     unmeasured,
 )
 from model_operator.api import parse_spec
-from model_operator.api.spec import METRICS_MAPPED, Thresholds
+from model_operator.api.spec import METRICS_MAPPED, Runtime, Thresholds
 from model_operator.api.status import Verdict
 from model_operator.prometheus import Look
 from model_runtime.contract import DEFAULT_LATENCY_BUCKETS
@@ -431,6 +431,13 @@ def test_promql_counts_choices_by_outcome_for_user_generations() -> None:
     )
 
 
+def runtime_of(server: str, **custom: Any) -> Runtime:
+    """A valid runtime spec for `server`; a custom one serves on 8080, with `custom`'s fields."""
+    if server == "custom":
+        return Runtime.model_validate({"server": server, "image": "img", "custom": {"port": 8080, **custom}})
+    return Runtime.model_validate({"server": server})
+
+
 SERVED_BY = [
     # stable's server, the canary's, where the request SLIs come from, content measured
     ("modelship", "modelship", promql.RUNTIME, True),
@@ -446,7 +453,7 @@ def test_what_is_measured_follows_both_revisions_servers(
 ) -> None:
     spec = parse_spec({"model": {"uri": "pvc://models/m"}})
     servers = (stable, canary)
-    assert metrics_sources(spec, servers) == (source, source)
+    assert metrics_sources(spec, (runtime_of(stable), runtime_of(canary))) == (source, source)
     assert content_measured(spec, servers) is content
     assert drift_measured(spec)  # the router's mirror probes compare any server's logprobs
     missing = unmeasured(spec, servers)
@@ -476,8 +483,40 @@ def test_outside_router_mode_each_revision_is_read_from_its_own_servers_metrics(
     if mode == "replicas":
         del traffic["gateway"]
     spec = parse_spec({"model": {"uri": "pvc://models/m"}, "runtime": {"server": canary}, "traffic": traffic})
-    assert metrics_sources(spec, (stable, canary)) == sources
+    assert metrics_sources(spec, (runtime_of(stable), runtime_of(canary))) == sources
     assert not drift_measured(spec)  # no router, no mirror probes
+
+
+HTTP_METRICS = {
+    "requests": "http_requests_total",
+    "requestsMatch": ['handler=~"/v1/(chat/)?completions"'],
+    "serverErrorsMatch": ['status=~"5.."'],
+    "latency": "http_request_duration_seconds",
+    "latencyMatch": ['handler=~"/v1/(chat/)?completions"'],
+}
+
+
+def test_a_custom_server_that_names_its_metrics_is_read_from_them_outside_router_mode() -> None:
+    custom = runtime_of("custom", metrics=HTTP_METRICS)
+    spec = parse_spec({"model": {"uri": "pvc://models/m"}, "runtime": custom.to_api(), "traffic": {"mode": "replicas"}})
+    stable, canary = metrics_sources(spec, (runtime_of("modelship"), custom))
+    assert stable == promql.RUNTIME
+    assert promql.errors("ns", "chat", ["c1"], 30, canary) == (
+        'sum by (namespace, model_deployment, revision) (increase(http_requests_total{namespace="ns",'
+        'model_deployment="chat",revision=~"c1",handler=~"/v1/(chat/)?completions",status=~"5.."}[30s]))'
+    )
+    assert promql.latency_buckets("ns", "chat", ["c1"], 30, canary) == (
+        "sum by (namespace, model_deployment, revision, le) (increase(http_request_duration_seconds_bucket"
+        '{namespace="ns",model_deployment="chat",revision=~"c1",handler=~"/v1/(chat/)?completions"}[30s]))'
+    )
+    # A failing scrape (up 0) is blindness, not a quiet revision.
+    assert promql.scraped("ns", "chat", ["c1"], canary) == (
+        'max by (namespace, model_deployment, revision) (up{namespace="ns",model_deployment="chat",revision=~"c1"})'
+        " == 1"
+    )
+    # In router mode the router measures both, as for any server that is not ModelShip's runtime.
+    routed = parse_spec({"model": {"uri": "pvc://models/m"}, "runtime": custom.to_api()})
+    assert metrics_sources(routed, (custom, custom)) == (promql.ROUTER, promql.ROUTER)
 
 
 def test_the_servers_the_spec_lets_out_of_router_mode_are_the_ones_with_mapped_metrics() -> None:

@@ -26,6 +26,11 @@ def with_changes(**paths: Any) -> dict[str, Any]:
     return spec
 
 
+CUSTOM_METRICS = {
+    "requests": "http_requests_total",
+    "serverErrorsMatch": ['status=~"5.."'],
+    "latency": "http_request_duration_seconds",
+}
 BAD_SPECS = [
     # (case id, spec, the field the error must name, words the error must contain)
     ("no-model", {}, "spec.model", "Field required"),
@@ -444,6 +449,77 @@ BAD_SPECS = [
         ),
         "spec",
         "need traffic.mode router",
+    ),
+    (
+        "custom-without-metrics-behind-a-gateway",
+        with_changes(
+            runtime__server="custom",
+            runtime__image="example/server:1",
+            runtime__custom={"port": 8000},
+            traffic__mode="replicas",
+        ),
+        "spec",
+        "need traffic.mode router",
+    ),
+    (
+        "custom-metrics-without-server-errors",
+        with_changes(
+            runtime__server="custom",
+            runtime__image="example/server:1",
+            runtime__custom={"port": 8000, "metrics": {"requests": "http_requests_total", "latency": "h"}},
+        ),
+        "spec.runtime.custom.metrics.serverErrorsMatch",
+        "Field required",
+    ),
+    (
+        "custom-metrics-matcher-unquoted",
+        with_changes(
+            runtime__server="custom",
+            runtime__image="example/server:1",
+            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "requestsMatch": ["handler=/v1/completions"]}},
+        ),
+        "spec.runtime.custom.metrics.requestsMatch[0]",
+        "should match pattern",
+    ),
+    (
+        "custom-metrics-matcher-adds-to-the-query",
+        with_changes(
+            runtime__server="custom",
+            runtime__image="example/server:1",
+            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "latencyMatch": ['a="1"}) or vector(1']}},
+        ),
+        "spec.runtime.custom.metrics.latencyMatch[0]",
+        "should match pattern",
+    ),
+    (
+        "custom-metrics-metric-name-bad",
+        with_changes(
+            runtime__server="custom",
+            runtime__image="example/server:1",
+            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "requests": "http-requests"}},
+        ),
+        "spec.runtime.custom.metrics.requests",
+        "should match pattern",
+    ),
+    (
+        "custom-metrics-matcher-names-the-revision",
+        with_changes(
+            runtime__server="custom",
+            runtime__image="example/server:1",
+            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "requestsMatch": ['revision!="x"']}},
+        ),
+        "spec.runtime.custom.metrics",
+        "cannot name namespace, model_deployment or revision",
+    ),
+    (
+        "custom-metrics-regex-broken",
+        with_changes(
+            runtime__server="custom",
+            runtime__image="example/server:1",
+            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "serverErrorsMatch": ['status=~"5(.."']}},
+        ),
+        "spec.runtime.custom.metrics",
+        "does not compile as a Python regular expression",
     ),
     (
         "llamacpp-with-validation",

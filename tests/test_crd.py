@@ -117,6 +117,9 @@ OPENAPI_CATCHES = [
         "custom-settings-for-vllm",
         "args-for-modelship",
         "llamacpp-behind-a-gateway",
+        "custom-without-metrics-behind-a-gateway",
+        "custom-metrics-matcher-names-the-revision",
+        "custom-metrics-regex-broken",  # operator only: the API server does not compile the regex either
         "llamacpp-with-validation",
         "interval-under-a-second",
         "interval-zero",

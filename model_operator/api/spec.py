@@ -186,6 +186,69 @@ ARGS_NOT_FOR_MODELSHIP = (
 )
 
 
+METRIC_NAME_PATTERN = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+# One PromQL label matcher, `label="value"` (or !=, =~, !~), the value quoted and escaped as PromQL
+# writes it: a matcher can then only ever narrow the selector the analysis builds, never add to the query.
+LABEL_MATCHER_PATTERN = r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"([^"\\]|\\.)*"$'
+IDENTITY_MATCHED = (
+    "runtime.custom.metrics matchers cannot name namespace, model_deployment or revision: the analysis"
+    " selects each revision by them itself"
+)
+_IDENTITY_MATCHER = "^(namespace|model_deployment|revision)[=!]"
+_MATCHER_LISTS = ("requestsMatch", "serverErrorsMatch", "latencyMatch")
+LabelMatcher = Annotated[str, Field(max_length=1024, pattern=LABEL_MATCHER_PATTERN)]
+MetricName = Annotated[str, Field(min_length=1, max_length=256, pattern=METRIC_NAME_PATTERN)]
+
+
+class ServerMetrics(ApiModel):
+    """Which of a custom server's own Prometheus metrics give the request SLIs, so that the analysis can
+    read them outside router mode (it reads them with the identity labels the pod's labels give every
+    series). Each matcher is one PromQL label matcher such as `handler=~"/v1/.*"`."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel(
+                " && ".join(
+                    f"(!has(self.{field}) || self.{field}.all(m, !m.matches('{_IDENTITY_MATCHER}')))"
+                    for field in _MATCHER_LISTS
+                ),
+                IDENTITY_MATCHED,
+            )
+        )
+    )
+
+    requests: MetricName
+    """A counter of the requests the server answered, e.g. `http_requests_total`."""
+
+    requests_match: list[LabelMatcher] = Field(default_factory=list, max_length=16)
+    """Matchers that keep users' requests to the OpenAI endpoints (not health checks or /metrics)."""
+
+    server_errors_match: list[LabelMatcher] = Field(min_length=1, max_length=16)
+    """Matchers that, with `requestsMatch`, keep the requests that failed with a server error, e.g.
+    `status=~"5.."`."""
+
+    latency: MetricName
+    """A histogram of request durations in seconds (its `_bucket` series is read), e.g.
+    `http_request_duration_seconds`."""
+
+    latency_match: list[LabelMatcher] = Field(default_factory=list, max_length=16)
+    """Matchers that keep users' requests in the latency histogram."""
+
+    @model_validator(mode="after")
+    def _matchers_narrow(self) -> ServerMetrics:
+        for matcher in (*self.requests_match, *self.server_errors_match, *self.latency_match):
+            if re.match(_IDENTITY_MATCHER, matcher):
+                raise ValueError(IDENTITY_MATCHED)
+            regex = re.fullmatch(r'[a-zA-Z0-9_]+[=!]~"(.*)"', matcher)
+            if regex is not None:
+                value = re.sub(r"\\(.)", r"\1", regex[1])
+                try:
+                    re.compile(value)
+                except re.error as error:
+                    raise ValueError(f"matcher {matcher!r} ({error}) {REGEX_BROKEN}") from None
+        return self
+
+
 class CustomServer(ApiModel):
     """How to start and probe an OpenAI-compatible server ModelShip has no recipe for."""
 
@@ -200,6 +263,10 @@ class CustomServer(ApiModel):
     health_path: str = Field(default="/health", max_length=1024, pattern=HTTP_PATH_PATTERN)
     """An HTTP GET path that answers 2xx once the model is loaded: the startup, readiness and liveness
     probes."""
+
+    metrics: ServerMetrics | None = None
+    """The server's own metrics that give the request SLIs, on `port` at `/metrics`. With them the
+    revision can run outside router mode; without them the analysis needs the router's."""
 
 
 class Runtime(ApiModel):
@@ -684,19 +751,30 @@ VALIDATION_WITH_KEY = (
     "rollout.validation cannot be used with runtime.apiKeySecret yet: the operator does not read Secrets"
 )
 UNMAPPED_SERVER_NEEDS_ROUTER = (
-    "runtime.server llamacpp and custom need traffic.mode router: llama.cpp's server counts no requests,"
-    " status codes or latencies, and a custom image's metrics are unknown, so the analysis reads the"
-    " router's, which mean the same for every server"
+    "runtime.server llamacpp, and custom without runtime.custom.metrics, need traffic.mode router:"
+    " llama.cpp's server counts no requests, status codes or latencies, and a custom image's metrics are"
+    " unknown until runtime.custom.metrics names them, so the analysis reads the router's, which mean the"
+    " same for every server"
 )
 # The servers whose own metrics the analysis can read outside router mode (promql.SERVER_SOURCES).
 METRICS_MAPPED = ("modelship", "vllm")
+
+
+def metrics_mapped(runtime: Runtime) -> bool:
+    """Whether the analysis can read the revision's SLIs from its own server's metrics."""
+    return runtime.server in METRICS_MAPPED or (runtime.custom is not None and runtime.custom.metrics is not None)
+
+
 VALIDATION_NEEDS_MODELSHIP = (
     "rollout.validation needs runtime.server modelship for now: it compares tokenizer fingerprints that"
     " only ModelShip's runtime exports"
 )
 _FOREIGN = "has(self.runtime) && has(self.runtime.server) && self.runtime.server != 'modelship'"
 _MAPPED_LIST = ", ".join(f"'{server}'" for server in METRICS_MAPPED)
-_UNMAPPED = f"has(self.runtime) && has(self.runtime.server) && !(self.runtime.server in [{_MAPPED_LIST}])"
+_UNMAPPED = (
+    f"has(self.runtime) && has(self.runtime.server) && !(self.runtime.server in [{_MAPPED_LIST}])"
+    " && !(self.runtime.server == 'custom' && has(self.runtime.custom) && has(self.runtime.custom.metrics))"
+)
 
 
 class ModelDeploymentSpec(ApiModel):
@@ -741,7 +819,7 @@ class ModelDeploymentSpec(ApiModel):
     def _operator_judged(self) -> ModelDeploymentSpec:
         if self.rollout.validation is not None and self.runtime.api_key_secret is not None:
             raise ValueError(VALIDATION_WITH_KEY)
-        if self.runtime.server not in METRICS_MAPPED and self.traffic.mode != "router":
+        if not metrics_mapped(self.runtime) and self.traffic.mode != "router":
             raise ValueError(UNMAPPED_SERVER_NEEDS_ROUTER)
         if self.runtime.server != "modelship" and self.rollout.validation is not None:
             raise ValueError(VALIDATION_NEEDS_MODELSHIP)
