@@ -2,9 +2,11 @@
 
 The other server is ModelShip's own runtime image run as `runtime.server: custom`: an OpenAI-compatible
 image the operator knows nothing about. It is told only `$(MODEL_PATH)` and `$(MODEL_NAME)`, and no
-ModelShip identity, so its own metrics name no ModelDeployment or revision and every verdict below comes
-from the router's per-revision metrics. A stable on the custom server is then replaced by a canary on
-ModelShip's runtime: both revisions are still judged from the router.
+ModelShip identity, so its own metrics name no ModelDeployment or revision. In router mode every verdict
+comes from the router's per-revision metrics; a stable on the custom server is then replaced by a canary
+on ModelShip's runtime, both still judged from the router. In replicas mode there is no router: the spec
+names the server's own metrics, Prometheus gives them the revision from the pod's labels, and the verdict
+comes from them.
 """
 
 from __future__ import annotations
@@ -92,3 +94,42 @@ def test_a_custom_server_is_promoted_rolled_back_on_errors_and_replaced_by_model
     ours = next(p for p in deployed.pods() if p.metadata.labels["modelship.io/revision"] == replaced["revision"])
     assert ours.spec.containers[0].args == ["serve"]
     assert "MODELSHIP_REVISION" in {v.name for v in ours.spec.containers[0].env}
+
+
+# The runtime's metrics as any server's: names and labels the operator is told only by the spec.
+ANSWERED = 'endpoint=~"completions|chat_completions"'
+OWN_METRICS = {
+    "requests": "modelship_requests_total",
+    "requestsMatch": [ANSWERED, 'source="user"'],
+    "serverErrorsMatch": ['code=~"5.."'],
+    "latency": "modelship_request_duration_seconds",
+    "latencyMatch": [ANSWERED, 'source="user"'],
+}
+
+
+def test_a_custom_server_that_names_its_metrics_is_judged_from_them_without_a_router(
+    deployed: Deployed, cluster: ClusterInfo
+) -> None:
+    spec = merged(
+        custom_spec(cluster.runtime_image),
+        {
+            "runtime": {"custom": {"metrics": OWN_METRICS}},
+            "traffic": {"mode": "replicas", "mirrorPercent": 0},
+        },
+    )
+    healthy(deployed, spec)
+    with deployed.load(rate=25, component="model"):
+        time.sleep(2)
+        new_custom_revision(deployed, *FAULTS, {"name": "MODELSHIP_FAULT_ERROR_RATE", "value": "0.5"})
+        rolled_back = ended(deployed, "RolledBack", after=1)
+    assert "error rate" in rolled_back["reason"], rolled_back["reason"]
+    metrics = {m["name"]: m for m in rolled_back["analysis"]}
+    for sli, metric in (("requests", "modelship_requests_total"), ("errorRate", "modelship_requests_total")):
+        assert f"increase({metric}{{" in metrics[sli]["query"], metrics[sli]
+        assert "modelship_router_" not in metrics[sli]["query"]
+    assert 'code=~"5.."' in metrics["errorRate"]["query"]
+    assert "modelship_request_duration_seconds_bucket" in metrics["p99LatencySeconds"]["query"]
+    # Both revisions' own series were found under their revisions: Prometheus labelled them from the pods.
+    assert metrics["requests"]["canarySamples"] > 0, metrics["requests"]
+    assert metrics["requests"]["stableSamples"] > 0, metrics["requests"]
+    assert metrics["contentIssues"]["verdict"] == "NotMeasured", metrics["contentIssues"]
