@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import node, tools
+from e2e.cluster import llamacpp, node, tools
 from e2e.cluster.processes import Background, ComponentDied
 
 
@@ -88,3 +88,30 @@ def test_a_cgroup_removed_mid_walk_is_skipped(monkeypatch: pytest.MonkeyPatch, t
 
     monkeypatch.setattr(os, "scandir", kubelet_removes_it_first)
     assert node.cgroup_processes("crashed") == [11, 12, 14]
+
+
+AMD_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c bmi2\nprocessor\t: 1\nflags\t\t: fpu\n"
+XEON_AMX = "flags\t\t: avx avx2 fma f16c avx512f avx512cd avx512vl avx512dq avx512bw avx512_vnni avx512_bf16 amx_tile"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "on", "tag"),
+    [
+        (AMD_AVX2, {"GGML_AVX", "GGML_AVX2", "GGML_FMA", "GGML_F16C"}, "avx-avx2-fma-f16c"),
+        (
+            XEON_AMX,
+            {option for option, _ in llamacpp.INSTRUCTION_SETS},
+            "avx-avx2-fma-f16c-avx512-avx512_vnni-avx512_bf16",
+        ),
+        ("flags\t: avx512f avx2\n", {"GGML_AVX2"}, "avx2"),  # AVX-512 needs all five of its subsets
+        ("", set(), "generic"),
+    ],
+)
+def test_llama_server_is_built_for_the_instruction_sets_the_cpu_has(cpuinfo: str, on: set[str], tag: str) -> None:
+    """A binary with AVX-512 on dies with SIGILL on an AVX2-only CPU: each option follows the CPU's flags."""
+    flags = llamacpp.cpu_flags(cpuinfo)
+    options = dict(flag.removeprefix("-D").split("=", 1) for flag in llamacpp.cmake_flags(flags) if "GGML_" in flag)
+    assert {option for option, value in options.items() if value == "ON"} == on
+    assert options["GGML_AMX_TILE"] == "OFF"
+    assert options["GGML_NATIVE"] == "OFF"
+    assert llamacpp.directory(flags).name == f"llamacpp-{llamacpp.LLAMA_CPP_PYTHON_VERSION}-{tag}"

@@ -1,10 +1,12 @@
 """Build llama.cpp's own OpenAI server, `llama-server`, from the sources vendored in the pinned
 llama-cpp-python sdist on PyPI, and cache it per version.
 
-Why not the llama-cpp-python wheel's server: on this kind of CPU (AVX-512 with AMX) the wheel dies with
-`Illegal instruction` in llama.cpp's AMX matmul, and its Python server runs one request at a time. The
-peer a user would run is `llama-server` with `--parallel N --cont-batching`, built with AVX-512 on and
-AMX off. The binary links libstdc++ and libgcc statically so it runs in the image's bare Debian base.
+Why not the llama-cpp-python wheel's server: on a CPU with AVX-512 and AMX the wheel dies with `Illegal
+instruction` in llama.cpp's AMX matmul, and its Python server runs one request at a time. The peer a user
+would run is `llama-server` with `--parallel N --cont-batching`, built for the instruction sets this
+machine's CPU has (machines of this kind differ: some have AVX-512 and AMX, some only AVX2), AMX always
+off, and cached per version and instruction sets. The binary links libstdc++ and libgcc statically so it
+runs in the image's bare Debian base.
 """
 
 from __future__ import annotations
@@ -22,18 +24,23 @@ from e2e.cluster.tools import ToolError, cache_root, require_debian_packages
 
 LLAMA_CPP_PYTHON_VERSION = "0.3.36"
 
+# Each of llama.cpp's instruction-set options, on when the CPU has every /proc/cpuinfo flag it needs
+# (GGML_AVX512 compiles with -mavx512f, cd, vl, dq and bw). A binary with an instruction the CPU lacks dies
+# with SIGILL at its first matmul, so an option is never on by default.
+INSTRUCTION_SETS = (
+    ("GGML_AVX", ("avx",)),
+    ("GGML_AVX2", ("avx2",)),
+    ("GGML_FMA", ("fma",)),
+    ("GGML_F16C", ("f16c",)),
+    ("GGML_AVX512", ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")),
+    ("GGML_AVX512_VNNI", ("avx512_vnni",)),
+    ("GGML_AVX512_BF16", ("avx512_bf16",)),
+)
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release",
     "-DBUILD_SHARED_LIBS=OFF",
-    "-DGGML_NATIVE=OFF",  # a binary for the image, not for the build host
-    "-DGGML_AVX=ON",
-    "-DGGML_AVX2=ON",
-    "-DGGML_FMA=ON",
-    "-DGGML_F16C=ON",
-    "-DGGML_AVX512=ON",
-    "-DGGML_AVX512_VNNI=ON",
-    "-DGGML_AVX512_BF16=ON",
-    "-DGGML_AMX_TILE=OFF",  # the AMX matmul is what crashes on this CPU
+    "-DGGML_NATIVE=OFF",  # exactly the instruction sets below, named in the cache key
+    "-DGGML_AMX_TILE=OFF",  # the AMX matmul is what crashes on the CPUs that have AMX
     "-DGGML_AMX_INT8=OFF",
     "-DGGML_AMX_BF16=OFF",
     "-DGGML_OPENMP=OFF",  # llama.cpp's own thread pool; no libgomp to carry into the image
@@ -46,8 +53,30 @@ CMAKE_FLAGS = (
 )
 
 
-def directory() -> Path:
-    return cache_root() / f"llamacpp-{LLAMA_CPP_PYTHON_VERSION}"
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The instruction-set flags of the first CPU in /proc/cpuinfo."""
+    text = Path("/proc/cpuinfo").read_text() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def instruction_sets(flags: frozenset[str]) -> tuple[str, ...]:
+    """The GGML options this CPU can run, in INSTRUCTION_SETS' order."""
+    return tuple(option for option, needs in INSTRUCTION_SETS if all(flag in flags for flag in needs))
+
+
+def cmake_flags(flags: frozenset[str]) -> tuple[str, ...]:
+    chosen = instruction_sets(flags)
+    return (*CMAKE_FLAGS, *(f"-D{option}={'ON' if option in chosen else 'OFF'}" for option, _ in INSTRUCTION_SETS))
+
+
+def directory(flags: frozenset[str] | None = None) -> Path:
+    chosen = instruction_sets(cpu_flags() if flags is None else flags)
+    tag = "-".join(option.removeprefix("GGML_").lower() for option in chosen) or "generic"
+    return cache_root() / f"llamacpp-{LLAMA_CPP_PYTHON_VERSION}-{tag}"
 
 
 def server_binary() -> Path:
@@ -108,7 +137,7 @@ def build(*, force: bool = False) -> Path:
     source = _sources(work, log)
     build_dir = work / "build"
     generator = "Ninja" if shutil.which("ninja") else "Unix Makefiles"
-    _run(["cmake", "-S", str(source), "-B", str(build_dir), "-G", generator, *CMAKE_FLAGS], work, log)
+    _run(["cmake", "-S", str(source), "-B", str(build_dir), "-G", generator, *cmake_flags(cpu_flags())], work, log)
     jobs = str(os.cpu_count() or 2)
     _run(["cmake", "--build", str(build_dir), "--target", "llama-server", "--parallel", jobs], work, log)
     built = build_dir / "bin" / "llama-server"
