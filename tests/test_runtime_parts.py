@@ -3,30 +3,41 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
 from model_runtime.drift import DriftMonitor, jensen_shannon
-from model_runtime.model import Float32Head, ModelLoadError, Placement, choose_placement, load
+from model_runtime.model import Float32Head, ModelLoadError, Placement, choose_placement, cpu_computes_bf16, load
 from model_runtime.settings import SettingsError, parse
 
 
 @pytest.mark.parametrize(
-    ("device", "dtype", "cuda", "bf16", "expected"),
+    ("device", "dtype", "cuda", "bf16", "cpu_bf16", "expected"),
     [
-        ("auto", "auto", False, False, ("cpu", torch.float32)),
-        ("auto", "auto", True, True, ("cuda", torch.bfloat16)),
-        ("auto", "auto", True, False, ("cuda", torch.float16)),
-        ("cpu", "auto", True, True, ("cpu", torch.float32)),
-        ("auto", "float16", False, False, ("cpu", torch.float16)),
-        ("cuda", "float32", True, True, ("cuda", torch.float32)),
+        ("auto", "auto", False, False, False, ("cpu", torch.float32)),
+        ("auto", "auto", False, False, True, ("cpu", torch.bfloat16)),  # AVX512_BF16 or AMX
+        ("auto", "auto", True, True, False, ("cuda", torch.bfloat16)),
+        ("auto", "auto", True, False, True, ("cuda", torch.float16)),
+        ("cpu", "auto", True, True, False, ("cpu", torch.float32)),
+        ("cpu", "auto", True, True, True, ("cpu", torch.bfloat16)),
+        ("auto", "float16", False, False, False, ("cpu", torch.float16)),
+        ("auto", "float32", False, False, True, ("cpu", torch.float32)),  # asked for, whatever the CPU
+        ("cuda", "float32", True, True, True, ("cuda", torch.float32)),
     ],
 )
-def test_placement(device: str, dtype: Any, cuda: bool, bf16: bool, expected: tuple[str, torch.dtype]) -> None:
-    placement = choose_placement(device, dtype, cuda_available=cuda, cuda_bf16=bf16)
+def test_placement(
+    device: str, dtype: Any, cuda: bool, bf16: bool, cpu_bf16: bool, expected: tuple[str, torch.dtype]
+) -> None:
+    placement = choose_placement(device, dtype, cuda_available=cuda, cuda_bf16=bf16, cpu_bf16=cpu_bf16)
     assert (placement.device, placement.dtype) == expected
+
+
+def test_the_cpu_check_agrees_with_the_cpus_flags() -> None:
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert cpu_computes_bf16() == bool({"avx512_bf16", "amx_bf16", "amx_tile"} & flags)
 
 
 def test_cuda_requested_without_cuda_is_a_clear_error() -> None:

@@ -77,8 +77,8 @@ class ModelSource(ApiModel):
     """What the model does: `text-generation` serves completions and chat, `embeddings` serves embeddings."""
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weight precision. `auto` picks bfloat16 on a GPU that supports it and float32 on CPU. Logits are
-    always computed in float32."""
+    """Weight precision. `auto` picks bfloat16 on a GPU that supports it and on a CPU that computes it
+    natively (AVX512_BF16 or AMX), float32 on other CPUs. Logits are always computed in float32."""
 
     @field_validator("uri")
     @classmethod
