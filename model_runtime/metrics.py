@@ -17,6 +17,7 @@ from .contract import (
     CONFIG_LABEL,
     DEFAULT_LATENCY_BUCKETS,
     ENDPOINT_LABEL,
+    IDENTITY_LABELS,
     KV_CACHE_CAPACITY,
     KV_CACHE_USAGE,
     MODEL_READY,
@@ -52,8 +53,8 @@ class RuntimeMetrics:
         # An empty identity label is left out rather than exported as "": under honor_labels an exposed empty
         # label wins over the one Prometheus gives the pod, so a runtime not run by ModelShip (a `custom`
         # server) would lose the identity its pod's labels give it.
-        given = {"namespace": namespace, "model_deployment": model_deployment, "revision": revision}
-        self.identity = {label: value for label, value in given.items() if value}
+        given = zip(IDENTITY_LABELS, (namespace, model_deployment, revision), strict=True)
+        self.identity = {label: value for label, value in given if value}
         identity = tuple(self.identity)  # the label names every series of this process starts with
         r = self.registry
         self.request_duration = Histogram(

@@ -31,6 +31,16 @@ CUSTOM_METRICS = {
     "serverErrorsMatch": ['status=~"5.."'],
     "latency": "http_request_duration_seconds",
 }
+
+
+def with_custom_metrics(change: dict[str, Any]) -> dict[str, Any]:
+    """A custom server whose runtime.custom.metrics are CUSTOM_METRICS with `change`."""
+    metrics = {**CUSTOM_METRICS, **change}
+    return with_changes(
+        runtime__server="custom", runtime__image="example/server:1", runtime__custom={"port": 8000, "metrics": metrics}
+    )
+
+
 BAD_SPECS = [
     # (case id, spec, the field the error must name, words the error must contain)
     ("no-model", {}, "spec.model", "Field required"),
@@ -473,51 +483,31 @@ BAD_SPECS = [
     ),
     (
         "custom-metrics-matcher-unquoted",
-        with_changes(
-            runtime__server="custom",
-            runtime__image="example/server:1",
-            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "requestsMatch": ["handler=/v1/completions"]}},
-        ),
+        with_custom_metrics({"requestsMatch": ["handler=/v1/completions"]}),
         "spec.runtime.custom.metrics.requestsMatch[0]",
         "should match pattern",
     ),
     (
         "custom-metrics-matcher-adds-to-the-query",
-        with_changes(
-            runtime__server="custom",
-            runtime__image="example/server:1",
-            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "latencyMatch": ['a="1"}) or vector(1']}},
-        ),
+        with_custom_metrics({"latencyMatch": ['a="1"}) or vector(1']}),
         "spec.runtime.custom.metrics.latencyMatch[0]",
         "should match pattern",
     ),
     (
         "custom-metrics-metric-name-bad",
-        with_changes(
-            runtime__server="custom",
-            runtime__image="example/server:1",
-            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "requests": "http-requests"}},
-        ),
+        with_custom_metrics({"requests": "http-requests"}),
         "spec.runtime.custom.metrics.requests",
         "should match pattern",
     ),
     (
         "custom-metrics-matcher-names-the-revision",
-        with_changes(
-            runtime__server="custom",
-            runtime__image="example/server:1",
-            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "requestsMatch": ['revision!="x"']}},
-        ),
+        with_custom_metrics({"requestsMatch": ['revision!="x"']}),
         "spec.runtime.custom.metrics",
         "cannot name namespace, model_deployment or revision",
     ),
     (
         "custom-metrics-regex-broken",
-        with_changes(
-            runtime__server="custom",
-            runtime__image="example/server:1",
-            runtime__custom={"port": 8000, "metrics": {**CUSTOM_METRICS, "serverErrorsMatch": ['status=~"5(.."']}},
-        ),
+        with_custom_metrics({"serverErrorsMatch": ['status=~"5(.."']}),
         "spec.runtime.custom.metrics",
         "does not compile as a Python regular expression",
     ),
