@@ -10,7 +10,10 @@ to save a model it loaded from GGUF; a folder made here loads in under a second.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from .packaged import smollm2_gguf
@@ -29,10 +32,28 @@ def convert(gguf: Path, out: Path) -> Path:
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     plain.load_state_dict(quantised.state_dict())
-    staging = out.with_name(out.name + ".partial")
-    plain.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    staging.rename(out)
+
+    def write(folder: Path) -> None:
+        plain.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return publish(out, write)
+
+
+def publish(out: Path, write: Callable[[Path], None]) -> Path:
+    """`write` a model folder into a staging folder of its own and rename it to `out`, so that a reader never
+    sees half a folder and two processes converting at once never write into each other's; when another
+    process finished first, its folder is kept."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=out.name + ".partial-", dir=out.parent))
+    try:
+        write(staging)
+        staging.rename(out)
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
