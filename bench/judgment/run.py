@@ -14,6 +14,10 @@ slower and 10x likelier to fail.
 The spec is README's example: steps 10%/2m and 50%/5m, minRequests 200, p99LatencySeconds 2.0,
 errorRate 0.01, confidence 0.99; 0.5% errors on both tracks; mirrorPercent 5; of the answers 30% cut by
 max_tokens, 1% empty and 0.2% undecodable on both tracks.
+Good canaries drift Beta(0.5, 9.5) (mean 0.05); the bfloat16 canaries' divergences are instead drawn from
+those measured between real answers of SmolLM2 in float32 and bfloat16 (bench/runtime/dtype_drift.py,
+saved in bench/judgment/bf16_divergences.json): a runtime upgrade whose `dtype: auto` turns bfloat16, and
+two bfloat16 revisions whose batches differ.
 
 The baseline, measured in the same run, is the method this replaced (bench/judgment/legacy.py: fixed-level
 binomial tests against stable's rate taken as exact, repeated every interval, on the old coarser buckets).
@@ -22,6 +26,7 @@ binomial tests against stable's rate taken as exact, repeated every interval, on
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -31,6 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -92,10 +98,19 @@ class Canary:
     extra_errors: float = 0.0
     drift: float = GOOD_DRIFT
     extra_empty: float = 0.0  # a share of answers turned empty (200s)
+    # Divergences measured between two good revisions: each mirrored request draws one (then `drift` is unused).
+    measured_drift: tuple[float, ...] = ()
 
     @property
     def good(self) -> bool:
-        return self.slowdown == 1.0 and self.extra_errors == 0.0 and self.drift == GOOD_DRIFT and not self.extra_empty
+        good_drift = self.drift == GOOD_DRIFT or bool(self.measured_drift)
+        return self.slowdown == 1.0 and self.extra_errors == 0.0 and good_drift and not self.extra_empty
+
+    def divergences(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        if self.measured_drift:
+            return rng.choice(np.array(self.measured_drift), size=count)
+        mean = self.drift
+        return rng.beta(mean * DRIFT_CONCENTRATION, (1 - mean) * DRIFT_CONCENTRATION, size=count)
 
     def content_shares(self) -> np.ndarray:
         issues = {**GOOD_CONTENT, OUTCOME_EMPTY: GOOD_CONTENT[OUTCOME_EMPTY] + self.extra_empty}
@@ -272,9 +287,21 @@ def _traffic(rng: np.random.Generator, cell: Cell, canary: Canary, weight: int, 
     canary_track.answer(rng, int((to_canary & ~failed).sum()), canary.content_shares())
     if drift is not None and weight > 0:
         mirrored = rng.binomial(count, MIRROR_SHARE)
-        mean = canary.drift
-        values = rng.beta(mean * DRIFT_CONCENTRATION, (1 - mean) * DRIFT_CONCENTRATION, size=mirrored)
-        drift.add(values, np.zeros(0, dtype=bool))
+        drift.add(canary.divergences(rng, mirrored), np.zeros(0, dtype=bool))
+
+
+MEASURED_DRIFT = Path(__file__).with_name("bf16_divergences.json")
+BF16_PAIRS = {  # the canary's name: the measured pair its divergences come from
+    "bfloat16 canary, float32 stable": "float32 alone vs bfloat16 in a batch of 32",
+    "bfloat16 canary, bfloat16 stable": "bfloat16 alone vs bfloat16 in a batch of 32",
+}
+
+
+def bf16_canaries(path: Path = MEASURED_DRIFT) -> tuple[list[Canary], dict[str, str]]:
+    """Good canaries drifting as measured, and where and how that was measured."""
+    measured = json.loads(path.read_text())
+    canaries = [Canary(name, measured_drift=tuple(measured["pairs"][pair])) for name, pair in BF16_PAIRS.items()]
+    return canaries, {key: str(measured[key]) for key in ("measured", "command", "cpu", "bf16_native")}
 
 
 METHODS: dict[str, tuple[Judge, tuple[float, ...], tuple[float, ...]]] = {
@@ -319,23 +346,69 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--good", type=int, default=2000, help="good canaries per cell (this method)")
     parser.add_argument("--baseline", type=int, default=500, help="good canaries per cell (the old method)")
     parser.add_argument("--bad", type=int, default=500, help="bad canaries of each kind, per cap setting")
+    parser.add_argument("--measured", type=int, default=2000, help="bfloat16 canaries of each kind, per cap setting")
+    parser.add_argument("--measured-only", action="store_true", help="only the bfloat16 canaries")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     started = time.monotonic()
     cells = [Cell(rate, interval, binds) for binds in (True, False) for interval in (5, 30) for rate in (2, 10, 50)]
     jobs: list[tuple[Cell, Canary, str, int]] = []
-    for cell in cells:
-        jobs.append((cell, GOOD, "e-values (this)", args.good))
-        jobs.append((cell, GOOD, "baseline (old)", args.baseline))
     readme_cells = [Cell(10, 30, binds) for binds in (True, False)]
+    if not args.measured_only:
+        for cell in cells:
+            jobs.append((cell, GOOD, "e-values (this)", args.good))
+            jobs.append((cell, GOOD, "baseline (old)", args.baseline))
+        for cell in readme_cells:
+            for canary in BAD:
+                for method in METHODS:
+                    jobs.append((cell, canary, method, args.bad if method == "e-values (this)" else args.bad // 2))
+    bf16, provenance = bf16_canaries()
     for cell in readme_cells:
-        for canary in BAD:
+        for canary in bf16:
             for method in METHODS:
-                jobs.append((cell, canary, method, args.bad if method == "e-values (this)" else args.bad // 2))
+                jobs.append((cell, canary, method, args.measured if method == "e-values (this)" else args.baseline))
     results = run(jobs, args.workers)
-    failures = report(cells, readme_cells, results, args)
+    failures = [] if args.measured_only else report(cells, readme_cells, results, args)
+    failures += report_measured(readme_cells, bf16, provenance, results)
     print(f"\n{sum(len(r) for r in results.values())} rollouts simulated in {time.monotonic() - started:.0f}s")
     return 1 if failures else 0
+
+
+def print_reasons(outcomes: list[Result]) -> None:
+    """Which SLI rolled back the good canaries among `outcomes`."""
+    reasons: dict[str, int] = {}
+    for r in outcomes:
+        if r.rolled_back:
+            sli = " ".join(r.reason.split("analysis failed: ", 1)[-1].split(" ", 2)[:2])
+            reasons[sli] = reasons.get(sli, 0) + 1
+    if reasons:
+        print("\nWhat rolled back good canaries (this method): " + ", ".join(f"{k}: {v}" for k, v in reasons.items()))
+
+
+def report_measured(readme_cells: list[Cell], canaries: list[Canary], provenance: dict[str, str],
+                    results: dict[tuple[Cell, Canary, str], list[Result]]) -> list[str]:  # fmt: skip
+    failures: list[str] = []
+    print(
+        "\nGood bfloat16 canaries at 10 req/s, interval 30s (README's spec), drift drawn from the divergences"
+        f" measured {provenance['measured']} on {provenance['cpu']} (native bf16: {provenance['bf16_native']};"
+        f" `{provenance['command']}`), rolled back, with the 95% Wilson interval"
+    )
+    print("| canary | divergences (mean, max) | cell | this method | baseline (old method) |\n|---|---|---|---|---|")
+    for canary in canaries:
+        for cell in readme_cells:
+            drift = canary.measured_drift
+            row = [canary.name, f"{len(drift)} ({statistics.fmean(drift):.4f}, {max(drift):.4f})"]
+            row.append("cap binds" if cell.cap_binds else "cap free")
+            for method in METHODS:
+                outcomes = results[(cell, canary, method)]
+                back = sum(r.rolled_back for r in outcomes)
+                low, high = wilson(back, len(outcomes))
+                row.append(f"{back}/{len(outcomes)} = {back / len(outcomes):.2%} [{low:.2%}, {high:.2%}]")
+                if method == "e-values (this)" and (back / len(outcomes) > 0.01 or high > 0.015):
+                    failures.append(f"{canary.name} ({row[2]}): false rollbacks {back}/{len(outcomes)}")
+            print("| " + " | ".join(row) + " |")
+    print_reasons([r for c in canaries for cell in readme_cells for r in results[(cell, c, "e-values (this)")]])
+    return failures
 
 
 def report(cells: list[Cell], readme_cells: list[Cell], results: dict[tuple[Cell, Canary, str], list[Result]],
@@ -387,14 +460,7 @@ def report(cells: list[Cell], readme_cells: list[Cell], results: dict[tuple[Cell
                     if canary.name == "+5 points of errors" and not median <= 3 * cell.interval:
                         failures.append(f"{canary.name} ({row[1]}): median {median:.0f}s > 3 intervals")
             print("| " + " | ".join(row) + " |")
-    reasons: dict[str, int] = {}
-    for cell in cells:
-        for r in results[(cell, GOOD, "e-values (this)")]:
-            if r.rolled_back:
-                sli = r.reason.split("analysis failed: ", 1)[-1].split(" ", 2)[:2]
-                reasons[" ".join(sli)] = reasons.get(" ".join(sli), 0) + 1
-    if reasons:
-        print("\nWhat rolled back good canaries (this method): " + ", ".join(f"{k}: {v}" for k, v in reasons.items()))
+    print_reasons([r for cell in cells for r in results[(cell, GOOD, "e-values (this)")]])
     print("\nTargets: " + ("all met" if not failures else "NOT MET:\n  " + "\n  ".join(failures)))
     del args
     return failures
