@@ -69,7 +69,7 @@ def load_and_start(settings: RuntimeSettings, dataplane: DataPlane) -> None:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     started = time.monotonic()
-    placement = detect_placement(settings.device, settings.dtype)
+    placement = detect_placement(settings.device, settings.dtype, settings.task)
     loaded = load(settings.model_path, settings.task, placement)
     engine = build_engine(settings, loaded, dataplane.metrics)
     engine.start()

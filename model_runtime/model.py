@@ -28,12 +28,20 @@ class Placement:
 
 
 def choose_placement(
-    requested_device: str, requested_dtype: DType, *, cuda_available: bool, cuda_bf16: bool, cpu_bf16: bool = False
+    requested_device: str,
+    requested_dtype: DType,
+    *,
+    cuda_available: bool,
+    cuda_bf16: bool,
+    cpu_bf16: bool = False,
+    task: str = "text-generation",
 ) -> Placement:
     """Where and in what precision to run. `auto` takes CUDA when present, and there bf16 when the GPU
-    supports it (fp16 otherwise). On CPU it takes bf16 when the cores compute it natively (AVX512_BF16 or
-    AMX: half the bytes per weight, 25-30% more tokens/s from 32 concurrent requests, 5% fewer alone) and
-    float32 otherwise, where bf16 is emulated and slower."""
+    supports it (fp16 otherwise). On CPU it takes bf16 for text generation when the cores compute it
+    natively (AVX512_BF16 or AMX: half the bytes per weight, 25-30% more tokens/s from 32 concurrent
+    requests, 5% fewer alone) and float32 otherwise, where bf16 is emulated and slower. Embeddings stay
+    float32 on CPU: vectors go into indexes and are compared with vectors made later, and the same
+    deployment must not make different vectors on nodes whose CPUs differ (bf16 moves them by about 1e-3)."""
     if requested_device == "cuda" and not cuda_available:
         raise ModelLoadError("device cuda was requested but no CUDA device is available")
     device = "cuda" if requested_device == "cuda" or (requested_device == "auto" and cuda_available) else "cpu"
@@ -41,7 +49,7 @@ def choose_placement(
         return Placement(device, _TORCH_DTYPES[requested_dtype])
     if device == "cuda":
         return Placement(device, torch.bfloat16 if cuda_bf16 else torch.float16)
-    return Placement(device, torch.bfloat16 if cpu_bf16 else torch.float32)
+    return Placement(device, torch.bfloat16 if cpu_bf16 and task == "text-generation" else torch.float32)
 
 
 def cpu_computes_bf16() -> bool:
@@ -50,7 +58,7 @@ def cpu_computes_bf16() -> bool:
     return any(bool(getattr(torch.cpu, check, lambda: False)()) for check in checks)
 
 
-def detect_placement(requested_device: str, requested_dtype: DType) -> Placement:
+def detect_placement(requested_device: str, requested_dtype: DType, task: str) -> Placement:
     cuda = torch.cuda.is_available()
     return choose_placement(
         requested_device,
@@ -58,6 +66,7 @@ def detect_placement(requested_device: str, requested_dtype: DType) -> Placement
         cuda_available=cuda,
         cuda_bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         cpu_bf16=cpu_computes_bf16(),
+        task=task,
     )
 
 

@@ -13,25 +13,30 @@ from model_runtime.drift import DriftMonitor, jensen_shannon
 from model_runtime.model import Float32Head, ModelLoadError, Placement, choose_placement, cpu_computes_bf16, load
 from model_runtime.settings import SettingsError, parse
 
+GENERATE, EMBED = "text-generation", "embeddings"
+
 
 @pytest.mark.parametrize(
-    ("device", "dtype", "cuda", "bf16", "cpu_bf16", "expected"),
+    ("device", "dtype", "cuda", "bf16", "cpu_bf16", "task", "expected"),
     [
-        ("auto", "auto", False, False, False, ("cpu", torch.float32)),
-        ("auto", "auto", False, False, True, ("cpu", torch.bfloat16)),  # AVX512_BF16 or AMX
-        ("auto", "auto", True, True, False, ("cuda", torch.bfloat16)),
-        ("auto", "auto", True, False, True, ("cuda", torch.float16)),
-        ("cpu", "auto", True, True, False, ("cpu", torch.float32)),
-        ("cpu", "auto", True, True, True, ("cpu", torch.bfloat16)),
-        ("auto", "float16", False, False, False, ("cpu", torch.float16)),
-        ("auto", "float32", False, False, True, ("cpu", torch.float32)),  # asked for, whatever the CPU
-        ("cuda", "float32", True, True, True, ("cuda", torch.float32)),
+        ("auto", "auto", False, False, False, GENERATE, ("cpu", torch.float32)),
+        ("auto", "auto", False, False, True, GENERATE, ("cpu", torch.bfloat16)),  # AVX512_BF16 or AMX
+        ("auto", "auto", False, False, True, EMBED, ("cpu", torch.float32)),  # vectors must not move with the CPU
+        ("auto", "auto", True, True, False, GENERATE, ("cuda", torch.bfloat16)),
+        ("auto", "auto", True, True, False, EMBED, ("cuda", torch.bfloat16)),
+        ("auto", "auto", True, False, True, GENERATE, ("cuda", torch.float16)),
+        ("cpu", "auto", True, True, False, GENERATE, ("cpu", torch.float32)),
+        ("cpu", "auto", True, True, True, GENERATE, ("cpu", torch.bfloat16)),
+        ("auto", "float16", False, False, False, GENERATE, ("cpu", torch.float16)),
+        ("auto", "float32", False, False, True, GENERATE, ("cpu", torch.float32)),  # asked for, whatever the CPU
+        ("cpu", "bfloat16", False, False, False, EMBED, ("cpu", torch.bfloat16)),
+        ("cuda", "float32", True, True, True, GENERATE, ("cuda", torch.float32)),
     ],
 )
 def test_placement(
-    device: str, dtype: Any, cuda: bool, bf16: bool, cpu_bf16: bool, expected: tuple[str, torch.dtype]
+    device: str, dtype: Any, cuda: bool, bf16: bool, cpu_bf16: bool, task: str, expected: tuple[str, torch.dtype]
 ) -> None:
-    placement = choose_placement(device, dtype, cuda_available=cuda, cuda_bf16=bf16, cpu_bf16=cpu_bf16)
+    placement = choose_placement(device, dtype, cuda_available=cuda, cuda_bf16=bf16, cpu_bf16=cpu_bf16, task=task)
     assert (placement.device, placement.dtype) == expected
 
 

@@ -77,8 +77,9 @@ class ModelSource(ApiModel):
     """What the model does: `text-generation` serves completions and chat, `embeddings` serves embeddings."""
 
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weight precision. `auto` picks bfloat16 on a GPU that supports it and on a CPU that computes it
-    natively (AVX512_BF16 or AMX), float32 on other CPUs. Logits are always computed in float32."""
+    """Weight precision. `auto` picks bfloat16 on a GPU that supports it (float16 on others); on CPU, bfloat16
+    for text generation where the CPU computes it natively (AVX512_BF16 or AMX) and float32 otherwise, and
+    float32 for embeddings, so that vectors do not depend on the node's CPU. Logits are always float32."""
 
     @field_validator("uri")
     @classmethod
