@@ -431,12 +431,16 @@ class GenerationEngine(Engine):
         ones = torch.ones((batch, 1), dtype=self.mask.dtype, device=self.mask.device)
         self.mask = torch.cat([self.mask, ones], dim=-1)
         self.metrics.batch(batch)
+        by_rows: dict[str, Any] = {}
+        if self.loaded.rows_attention and isinstance(self.cache.layers[0], BatchLayer):
+            by_rows = {"row_lengths": self.mask.sum(-1).tolist()}  # each row's real tokens: the mask is moot
         output = self.loaded.model(
             input_ids=self.last_tokens.unsqueeze(-1),
-            attention_mask=self.mask if self._padded() else None,
+            attention_mask=self.mask if not by_rows and self._padded() else None,
             position_ids=self.positions.unsqueeze(-1),
             past_key_values=self.cache,
             use_cache=True,
+            **by_rows,
         )
         self.cache = output.past_key_values
         self.positions = self.positions + 1

@@ -91,6 +91,7 @@ class LoadedModel:
     task: str
     eos_token_ids: frozenset[int]
     max_positions: int | None
+    rows_attention: bool = False  # decode steps attend row by row over real tokens (attention.py)
 
     @property
     def device(self) -> str:
@@ -138,6 +139,7 @@ def load(path: str, task: str, placement: Placement) -> LoadedModel:
         head = model.get_output_embeddings()
         if isinstance(head, nn.Linear):
             model.set_output_embeddings(Float32Head(head).to(placement.device))
+    rows_attention = task == "text-generation" and placement.device == "cpu" and _attends_by_rows(model)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     eos = set()
@@ -155,4 +157,15 @@ def load(path: str, task: str, placement: Placement) -> LoadedModel:
         task=task,
         eos_token_ids=frozenset(eos),
         max_positions=max_positions,
+        rows_attention=rows_attention,
     )
+
+
+def _attends_by_rows(model: Any) -> bool:
+    """Switch a model on SDPA to row-by-row decode attention (on CPU, where SDPA with a padding mask is slow)."""
+    from .attention import register
+
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return False
+    model.set_attn_implementation(register())
+    return bool(model.config._attn_implementation == register())
