@@ -167,5 +167,6 @@ def _attends_by_rows(model: Any) -> bool:
 
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return False
-    model.set_attn_implementation(register())
-    return bool(model.config._attn_implementation == register())
+    name = register()
+    model.set_attn_implementation(name)
+    return bool(model.config._attn_implementation == name)
